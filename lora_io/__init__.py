@@ -1,8 +1,8 @@
 """lora_io: the one place that decides what a valid LoRA file is (no torch, ever).
 
-    from lora_io import load_adapter
-    adapter = load_adapter("adapter_model.safetensors", config="adapter_config.json")
-    adapter.modules[0].U @ adapter.modules[0].V.T   # the weight delta PEFT would apply
+from lora_io import load_adapter
+adapter = load_adapter("adapter_model.safetensors", config="adapter_config.json")
+adapter.modules[0].U @ adapter.modules[0].V.T   # the weight delta PEFT would apply
 """
 
 from lora_io.adapter_config import AdapterConfig, parse_adapter_config

@@ -53,7 +53,9 @@ def _pattern_key(patterns: dict[str, Any], module: str) -> str | None:
             if re.match(rf"(.*\.)?({key})$", module):
                 return key
         except re.error:
-            raise AdapterConfigError(f"rank/alpha pattern {key!r} is not a valid regular expression") from None
+            raise AdapterConfigError(
+                f"rank/alpha pattern {key!r} is not a valid regular expression"
+            ) from None
     return None
 
 
@@ -84,16 +86,29 @@ def parse_adapter_config(raw: bytes | str) -> AdapterConfig:
             f"adapter_config.json has peft_type {peft_type!r}; only plain LoRA (peft_type LORA) is accepted"
         )
     if doc.get("use_dora"):
-        raise AdapterConfigError("adapter_config.json enables DoRA (use_dora: true); only plain LoRA is accepted")
+        raise AdapterConfigError(
+            "adapter_config.json enables DoRA (use_dora: true); only plain LoRA is accepted"
+        )
     try:
         r = int(doc.get("r", 8))
         alpha = float(doc.get("lora_alpha", 8))
         rank_pattern = {str(k): int(v) for k, v in (doc.get("rank_pattern") or {}).items()}
         alpha_pattern = {str(k): float(v) for k, v in (doc.get("alpha_pattern") or {}).items()}
     except (TypeError, ValueError, AttributeError) as exc:
-        raise AdapterConfigError(f"adapter_config.json has a malformed r/lora_alpha/pattern field: {exc}") from None
+        raise AdapterConfigError(
+            f"adapter_config.json has a malformed r/lora_alpha/pattern field: {exc}"
+        ) from None
+    for pattern in (*rank_pattern, *alpha_pattern):
+        try:
+            re.compile(pattern)
+        except re.error:
+            raise AdapterConfigError(
+                f"adapter_config.json: rank/alpha pattern {pattern!r} is not a valid regular expression"
+            ) from None
     if r <= 0 or not math.isfinite(alpha):
-        raise AdapterConfigError(f"adapter_config.json: r must be positive and lora_alpha finite (got r={r}, lora_alpha={alpha})")
+        raise AdapterConfigError(
+            f"adapter_config.json: r must be positive and lora_alpha finite (got r={r}, lora_alpha={alpha})"
+        )
     targets = doc.get("target_modules") or ()
     if isinstance(targets, str):
         targets = (targets,)

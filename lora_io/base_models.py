@@ -31,8 +31,12 @@ _KNOWN_DECODERS = {
     (1536, 256): "Qwen2-1.5B-like", (896, 128): "Qwen2-0.5B-like", (3584, 512): "Qwen2-7B-like",
 }  # fmt: skip
 
-_DECODER_RE = re.compile(r"(?:^|\.)layers\.(\d+)\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)$")
-_BERT_RE = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.(attention\.self\.(query|key|value)|attention\.output\.dense|intermediate\.dense|output\.dense)$")
+_DECODER_RE = re.compile(
+    r"(?:^|\.)layers\.(\d+)\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)$"
+)
+_BERT_RE = re.compile(
+    r"(?:^|\.)encoder\.layer\.(\d+)\.(attention\.self\.(query|key|value)|attention\.output\.dense|intermediate\.dense|output\.dense)$"
+)
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,9 @@ def recognise_base_model(spec: LoraSpec) -> BaseModel:
         details = {"adapted_layers": len(layers), "max_layer_index": max(layers)}
         if hidden:
             details["hidden_size"] = hidden
-        return BaseModel("llama", FAMILY_TITLES["llama"], _KNOWN_DECODERS.get((hidden or 0, kv or 0)), details)
+        return BaseModel(
+            "llama", FAMILY_TITLES["llama"], _KNOWN_DECODERS.get((hidden or 0, kv or 0)), details
+        )
     bert = [(_BERT_RE.search(n), n) for n in names]
     if bert and all(m for m, _ in bert):
         layers = {int(m.group(1)) for m, _ in bert if m}
@@ -78,7 +84,11 @@ def recognise_base_model(spec: LoraSpec) -> BaseModel:
 def _stable_diffusion(spec: LoraSpec) -> BaseModel:
     names = spec.names
     context = {m.in_features for m in spec.modules if re.search(r"attn2\.to_[kv]$", m.name)}
-    te_hidden = {m.in_features for m in spec.modules if re.search(r"^text_encoder\..*self_attn\.q_proj$", m.name)}
+    te_hidden = {
+        m.in_features
+        for m in spec.modules
+        if re.search(r"^text_encoder\..*self_attn\.q_proj$", m.name)
+    }
     details = {"modules": len(names)}
     if any(n.startswith("text_encoder_2.") for n in names) or 2048 in context:
         family: Family = "sdxl"
@@ -90,7 +100,9 @@ def _stable_diffusion(spec: LoraSpec) -> BaseModel:
         family = "sd1"  # SDXL has no attention in down_blocks.0
     elif any(n.startswith("unet.") for n in names):
         # SDXL stacks up to 10 transformer blocks per attention; SD 1.x/2.x have one
-        family = "sdxl" if any(re.search(r"transformer_blocks\.[1-9]", n) for n in names) else "unknown"
+        family = (
+            "sdxl" if any(re.search(r"transformer_blocks\.[1-9]", n) for n in names) else "unknown"
+        )
     else:
         family = "unknown"
     return BaseModel(family, FAMILY_TITLES[family], None, details)

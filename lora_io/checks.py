@@ -6,6 +6,7 @@ Norms use the r x r Gram trick (``||U V^T||_F^2 = tr(U^T U V^T V)``) and never f
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -49,9 +50,13 @@ def run_checks(adapter: LoraAdapter) -> list[CheckResult]:
 
 
 def _finite(adapter: LoraAdapter) -> CheckResult:
-    bad = [m.name for m in adapter.modules if not (np.isfinite(m.U).all() and np.isfinite(m.V).all())]
+    bad = [
+        m.name for m in adapter.modules if not (np.isfinite(m.U).all() and np.isfinite(m.V).all())
+    ]
     if bad:
-        return CheckResult("finite_values", "fail", f"{len(bad)} module(s) hold NaN/Inf, e.g. {bad[0]}")
+        return CheckResult(
+            "finite_values", "fail", f"{len(bad)} module(s) hold NaN/Inf, e.g. {bad[0]}"
+        )
     return CheckResult("finite_values", "pass", "all factors are finite")
 
 
@@ -59,9 +64,17 @@ def _untrained(adapter: LoraAdapter) -> CheckResult:
     zero = [m.name for m in adapter.modules if not np.any(m.U)]
     n = len(adapter.modules)
     if len(zero) == n:
-        return CheckResult("trained_factors", "fail", "every B (up) factor is all zero: the adapter changes nothing (untrained)")
+        return CheckResult(
+            "trained_factors",
+            "fail",
+            "every B (up) factor is all zero: the adapter changes nothing (untrained)",
+        )
     if zero:
-        return CheckResult("trained_factors", "warn", f"{len(zero)} of {n} modules have an all-zero B factor (no change), e.g. {zero[0]}")
+        return CheckResult(
+            "trained_factors",
+            "warn",
+            f"{len(zero)} of {n} modules have an all-zero B factor (no change), e.g. {zero[0]}",
+        )
     return CheckResult("trained_factors", "pass", f"all {n} modules change their weights")
 
 
@@ -69,7 +82,11 @@ def _rank_consistency(adapter: LoraAdapter) -> CheckResult:
     ranks = sorted(set(adapter.ranks))
     cfg = adapter.config
     if cfg is not None:
-        wrong = [(m.name, m.rank, cfg.rank_for(m.name)) for m in adapter.modules if m.rank != cfg.rank_for(m.name)]
+        wrong = [
+            (m.name, m.rank, cfg.rank_for(m.name))
+            for m in adapter.modules
+            if m.rank != cfg.rank_for(m.name)
+        ]
         if wrong:
             name, got, want = wrong[0]
             return CheckResult(
@@ -78,28 +95,52 @@ def _rank_consistency(adapter: LoraAdapter) -> CheckResult:
             )  # fmt: skip
         return CheckResult("rank_consistency", "pass", f"ranks {ranks} match adapter_config.json")
     if len(ranks) > 1:
-        return CheckResult("rank_consistency", "warn", f"modules use different ranks {ranks} and no config explains why")
+        return CheckResult(
+            "rank_consistency",
+            "warn",
+            f"modules use different ranks {ranks} and no config explains why",
+        )
     return CheckResult("rank_consistency", "pass", f"all modules have rank {ranks[0]}")
 
 
 def _norm_outliers(adapter: LoraAdapter) -> CheckResult:
+    """Compare each module with the same module in other layers (q_proj with q_proj, ...).
+
+    Different roles legitimately differ by orders of magnitude (rank, scale, fan-in), so only
+    like is compared with like: names with their layer numbers removed form the groups.
+    """
     norms = delta_frobenius_norms(adapter)
-    live = norms[norms > 0]
-    if len(live) < 4:
-        return CheckResult("norm_outliers", "pass", "too few modules to compare norms")
-    logs = np.log(live)
-    med = float(np.median(logs))
-    mad = float(np.median(np.abs(logs - med))) * 1.4826 or 1e-12
-    z = (np.log(np.where(norms > 0, norms, np.exp(med))) - med) / mad
-    worst = int(np.argmax(np.abs(z)))
-    if abs(z[worst]) > NORM_OUTLIER_Z:
+    groups: dict[str, list[int]] = {}
+    for i, m in enumerate(adapter.modules):
+        groups.setdefault(re.sub(r"\.\d+(?=\.|$)", ".#", m.name), []).append(i)
+    flagged: list[tuple[float, int, float]] = []
+    compared = 0
+    for members in groups.values():
+        live = [i for i in members if norms[i] > 0]
+        if len(live) < 4:
+            continue
+        compared += len(live)
+        logs = np.log(norms[live])
+        med = float(np.median(logs))
+        mad = max(float(np.median(np.abs(logs - med))) * 1.4826, 0.05)
+        for i, z in zip(live, (logs - med) / mad, strict=True):
+            if abs(z) > NORM_OUTLIER_Z:
+                flagged.append((abs(float(z)), i, float(np.exp(med))))
+    if not compared:
+        return CheckResult("norm_outliers", "pass", "too few modules of one kind to compare norms")
+    if flagged:
+        _, worst, median = max(flagged)
         m = adapter.modules[worst]
         return CheckResult(
             "norm_outliers", "warn",
-            f"{int((np.abs(z) > NORM_OUTLIER_Z).sum())} module(s) have a delta norm far from the rest, e.g. {m.name} "
-            f"(||dW||={norms[worst]:.3g}, median {np.exp(med):.3g})",
+            f"{len(flagged)} module(s) have a delta norm far from the same module in other layers, e.g. "
+            f"{m.name} (||dW||={norms[worst]:.3g}, typical {median:.3g})",
         )  # fmt: skip
-    return CheckResult("norm_outliers", "pass", f"delta norms span {live.min():.3g}..{live.max():.3g}, no outlier")
+    return CheckResult(
+        "norm_outliers",
+        "pass",
+        f"{compared} modules compared with their peers in other layers: no outlier",
+    )
 
 
 def _scale_known(adapter: LoraAdapter) -> CheckResult:
@@ -108,4 +149,6 @@ def _scale_known(adapter: LoraAdapter) -> CheckResult:
             "scale_known", "warn",
             "no adapter_config.json and no alpha in the file: lora_alpha is unknown, scale alpha/r = 1 assumed",
         )  # fmt: skip
-    return CheckResult("scale_known", "pass", f"scale from {adapter.scale_source.replace('_', ' ')}")
+    return CheckResult(
+        "scale_known", "pass", f"scale from {adapter.scale_source.replace('_', ' ')}"
+    )

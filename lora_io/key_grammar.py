@@ -40,7 +40,10 @@ _VARIANT_MARKERS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"(^|[._])hada_(w|t)\d", "LoHa (LyCORIS/PEFT Hadamard-product adapter)"),
         (r"(^|[._])lokr_(w|t)\d", "LoKr (LyCORIS/PEFT Kronecker-product adapter)"),
         (r"(^|[._])(lora_magnitude_vector|dora_scale)($|[._])", "DoRA (weight-decomposed LoRA)"),
-        (r"(^|[._])(oft_blocks|oft_r|oft_s|boft_[a-z]+)($|[._])", "OFT/BOFT (orthogonal finetuning)"),
+        (
+            r"(^|[._])(oft_blocks|oft_r|oft_s|boft_[a-z]+)($|[._])",
+            "OFT/BOFT (orthogonal finetuning)",
+        ),
         (r"(^|[._])(ia3_l|on_input)($|[._])", "IA3 (learned rescaling vectors)"),
         (r"(^|[._])lora_mid($|[._])", "LyCORIS LoCon with a Tucker core (lora_mid)"),
         (r"\.(diff|diff_b)$", "a full-weight diff (LyCORIS `full`)"),
@@ -51,7 +54,9 @@ _VARIANT_MARKERS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     )
 )
 
-_PEFT_RE = re.compile(r"^(?P<mod>.+?)\.lora_(?P<role>A|B)(?:\.(?P<adapter>[A-Za-z0-9_\-]+))?\.weight$")
+_PEFT_RE = re.compile(
+    r"^(?P<mod>.+?)\.lora_(?P<role>A|B)(?:\.(?P<adapter>[A-Za-z0-9_\-]+))?\.weight$"
+)
 _KOHYA_RE = re.compile(
     r"^(?P<mod>lora_(?:unet|te\d?)_[A-Za-z0-9_]+)\.(?P<role>lora_down\.weight|lora_up\.weight|alpha)$"
 )
@@ -61,22 +66,72 @@ _LEGACY_PROC_RE = re.compile(
 _LEGACY_LINEAR_RE = re.compile(r"^(?P<mod>.+?)\.lora_linear_layer\.(?P<role>down|up)\.weight$")
 _ALPHA_RE = re.compile(r"^(?P<mod>.+)\.alpha$")
 
-_DIFFUSERS_PREFIXES = ("unet.", "text_encoder.", "text_encoder_2.", "text_encoder_3.", "transformer.", "prior.")
+_DIFFUSERS_PREFIXES = (
+    "unet.",
+    "text_encoder.",
+    "text_encoder_2.",
+    "text_encoder_3.",
+    "transformer.",
+    "prior.",
+)
 _KOHYA_PREFIXES = {"lora_unet": "unet", "lora_te": "text_encoder", "lora_te1": "text_encoder",
                    "lora_te2": "text_encoder_2", "lora_te3": "text_encoder_3"}  # fmt: skip
 
 # Multi-word module names that must keep their underscores when kohya names become dotted paths.
 _COMPOUNDS = {
     tuple(c.split("_"))
-    for c in (
-        "down_blocks up_blocks mid_block transformer_blocks to_q to_k to_v to_out proj_in proj_out "
-        "conv_in conv_out conv_shortcut time_emb_proj time_embedding linear_1 linear_2 text_model "
-        "self_attn q_proj k_proj v_proj out_proj final_layer_norm input_blocks output_blocks "
-        "middle_block emb_layers in_layers out_layers skip_connection add_embedding label_emb "
-        "time_embed norm_out conv_norm_out text_projection embed_tokens gate_proj up_proj down_proj "
-        "o_proj lm_head layer_norm1 layer_norm2 add_k_proj add_v_proj add_q_proj to_add_out "
-        "attention_mask"
-    ).split()
+    for c in [
+        "down_blocks",
+        "up_blocks",
+        "mid_block",
+        "transformer_blocks",
+        "to_q",
+        "to_k",
+        "to_v",
+        "to_out",
+        "proj_in",
+        "proj_out",
+        "conv_in",
+        "conv_out",
+        "conv_shortcut",
+        "time_emb_proj",
+        "time_embedding",
+        "linear_1",
+        "linear_2",
+        "text_model",
+        "self_attn",
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "out_proj",
+        "final_layer_norm",
+        "input_blocks",
+        "output_blocks",
+        "middle_block",
+        "emb_layers",
+        "in_layers",
+        "out_layers",
+        "skip_connection",
+        "add_embedding",
+        "label_emb",
+        "time_embed",
+        "norm_out",
+        "conv_norm_out",
+        "text_projection",
+        "embed_tokens",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+        "o_proj",
+        "lm_head",
+        "layer_norm1",
+        "layer_norm2",
+        "add_k_proj",
+        "add_v_proj",
+        "add_q_proj",
+        "to_add_out",
+        "attention_mask",
+    ]
 }
 _LEGACY_TEXT_PROJ = {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out": "out_proj"}
 
@@ -169,7 +224,9 @@ def parse_keys(keys: Iterable[str]) -> KeyLayout:
             adapters.add(adapter)
         slot = table.setdefault(module, {})
         if role in slot:
-            raise NotALoraError(f"module {module!r} has two {role} factors ({slot[role]!r} and {key!r})")
+            raise NotALoraError(
+                f"module {module!r} has two {role} factors ({slot[role]!r} and {key!r})"
+            )
         slot[role] = key
     if unknown:
         shown = ", ".join(repr(k) for k in unknown[:3])
@@ -181,7 +238,9 @@ def parse_keys(keys: Iterable[str]) -> KeyLayout:
     if not table:
         raise NotALoraError(f"no LoRA factor keys found; {ACCEPTED}")
     if len(formats) > 1:
-        raise NotALoraError(f"the file mixes key conventions ({', '.join(sorted(formats))}); {ACCEPTED}")
+        raise NotALoraError(
+            f"the file mixes key conventions ({', '.join(sorted(formats))}); {ACCEPTED}"
+        )
     if len(adapters) > 1:
         raise NotALoraError(
             f"the file holds several adapters ({', '.join(sorted(adapters))}); upload one adapter per file"
@@ -203,7 +262,9 @@ def parse_keys(keys: Iterable[str]) -> KeyLayout:
                     f"module {name!r} has {present!r} but no {label} factor; every LoRA module needs both"
                 )
         modules.append(ModuleKeys(name=name, a=slot["A"], b=slot["B"], alpha=slot.get("alpha")))
-    return KeyLayout(format=fmt, modules=tuple(modules), adapter_name=adapters.pop() if adapters else None)  # type: ignore[arg-type]
+    return KeyLayout(
+        format=fmt, modules=tuple(modules), adapter_name=adapters.pop() if adapters else None
+    )  # type: ignore[arg-type]
 
 
 def _parse_one(key: str) -> tuple[str, str, str, str | None] | None:
@@ -216,7 +277,12 @@ def _parse_one(key: str) -> tuple[str, str, str, str | None] | None:
         return "kohya", kohya_to_dotted(m["mod"]), role, None
     m = _LEGACY_PROC_RE.match(key)
     if m:
-        return "diffusers_legacy", _legacy_module(m["mod"], m["proj"]), "A" if m["role"] == "down" else "B", None
+        return (
+            "diffusers_legacy",
+            _legacy_module(m["mod"], m["proj"]),
+            "A" if m["role"] == "down" else "B",
+            None,
+        )
     m = _LEGACY_LINEAR_RE.match(key)
     if m:
         return "diffusers_legacy", m["mod"], "A" if m["role"] == "down" else "B", None

@@ -88,7 +88,9 @@ class LoraAdapter:
 
     @property
     def spec(self) -> LoraSpec:
-        return LoraSpec(tuple(ModuleShape(m.name, m.out_features, m.in_features) for m in self.modules))
+        return LoraSpec(
+            tuple(ModuleShape(m.name, m.out_features, m.in_features) for m in self.modules)
+        )
 
     @property
     def base_model(self) -> BaseModel:
@@ -126,16 +128,23 @@ def load_adapter(
     if isinstance(source, (str, Path)):
         size = Path(source).stat().st_size
         if size > max_file_bytes:
-            raise FileTooLargeError(f"file is {size:,} bytes; adapters are accepted up to {max_file_bytes:,} bytes")
+            raise FileTooLargeError(
+                f"file is {size:,} bytes; adapters are accepted up to {max_file_bytes:,} bytes"
+            )
         data = Path(source).read_bytes()
     else:
         data = bytes(source)
     if len(data) > max_file_bytes:
-        raise FileTooLargeError(f"file is {len(data):,} bytes; adapters are accepted up to {max_file_bytes:,} bytes")
+        raise FileTooLargeError(
+            f"file is {len(data):,} bytes; adapters are accepted up to {max_file_bytes:,} bytes"
+        )
     header = parse_header(data, len(data), max_header_bytes=max_header_bytes)
     layout = parse_keys(header.tensors)
     cfg = _resolve_config(config, header, layout)
-    modules = tuple(_read_module(data, header, keys, layout.format, cfg, allow_non_finite) for keys in layout.modules)
+    modules = tuple(
+        _read_module(data, header, keys, layout.format, cfg, allow_non_finite)
+        for keys in layout.modules
+    )
     if cfg is not None:
         source_kind: ScaleSource = "adapter_config" if config is not None else "metadata_config"
     elif any(k.alpha for k in layout.modules):
@@ -173,7 +182,9 @@ def _resolve_config(
         try:
             doc = json.loads(embedded)
         except json.JSONDecodeError:
-            raise AdapterConfigError("metadata field lora_adapter_metadata is not valid JSON") from None
+            raise AdapterConfigError(
+                "metadata field lora_adapter_metadata is not valid JSON"
+            ) from None
         if isinstance(doc, dict) and "r" in doc:
             return parse_adapter_config(json.dumps(doc))
     return None
@@ -196,14 +207,22 @@ def _read_tensor(data: bytes, header: SafetensorsHeader, info: TensorInfo) -> np
 def _read_alpha(data: bytes, header: SafetensorsHeader, key: str) -> float:
     info = header.tensors[key]
     if info.numel != 1:
-        raise RankMismatchError(f"alpha tensor {key!r} has shape {list(info.shape)}; a single scalar is accepted")
+        raise RankMismatchError(
+            f"alpha tensor {key!r} has shape {list(info.shape)}; a single scalar is accepted"
+        )
     if info.dtype in FACTOR_DTYPES:
         value = float(_read_tensor(data, header, info).reshape(-1)[0])
     elif info.dtype in ("I64", "I32", "I16", "U8"):
         np_dtype = {"I64": "<i8", "I32": "<i4", "I16": "<i2", "U8": "u1"}[info.dtype]
-        value = float(np.frombuffer(data[header.data_start + info.start : header.data_start + info.end], dtype=np_dtype)[0])
+        value = float(
+            np.frombuffer(
+                data[header.data_start + info.start : header.data_start + info.end], dtype=np_dtype
+            )[0]
+        )
     else:
-        raise UnsupportedDtypeError(f"alpha tensor {key!r} has dtype {info.dtype}; a float or integer scalar is accepted")
+        raise UnsupportedDtypeError(
+            f"alpha tensor {key!r} has dtype {info.dtype}; a float or integer scalar is accepted"
+        )
     if not math.isfinite(value):
         raise NonFiniteWeightsError(f"alpha tensor {key!r} is {value}; a finite scalar is accepted")
     return value
@@ -242,7 +261,9 @@ def _read_module(
         )
     out_f, in_f = b.shape[0], a.shape[1]
     if r < 1 or out_f < 1 or in_f < 1:
-        raise RankMismatchError(f"module {keys.name!r}: empty factor (r={r}, out={out_f}, in={in_f})")
+        raise RankMismatchError(
+            f"module {keys.name!r}: empty factor (r={r}, out={out_f}, in={in_f})"
+        )
     if r > min(out_f, in_f):
         raise RankMismatchError(
             f"module {keys.name!r}: rank {r} exceeds min(out={out_f}, in={in_f}); a LoRA must be low-rank"

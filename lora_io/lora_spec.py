@@ -33,7 +33,9 @@ class LoraSpec:
     @property
     def fingerprint(self) -> str:
         """16 hex digits of sha256 over the names and shapes; equal specs, equal fingerprints."""
-        canon = json.dumps([[m.name, m.out_features, m.in_features] for m in self.modules], separators=(",", ":"))
+        canon = json.dumps(
+            [[m.name, m.out_features, m.in_features] for m in self.modules], separators=(",", ":")
+        )
         return hashlib.sha256(canon.encode()).hexdigest()[:16]
 
     @property
@@ -48,8 +50,16 @@ class LoraSpec:
         return len(self.modules)
 
     def to_json(self) -> list[dict[str, object]]:
-        return [{"name": m.name, "out_features": m.out_features, "in_features": m.in_features} for m in self.modules]
+        return [
+            {"name": m.name, "out_features": m.out_features, "in_features": m.in_features}
+            for m in self.modules
+        ]
 
     @classmethod
     def from_json(cls, rows: list[dict[str, object]]) -> LoraSpec:
-        return cls(tuple(ModuleShape(str(r["name"]), int(r["out_features"]), int(r["in_features"])) for r in rows))  # type: ignore[call-overload]
+        return cls(
+            tuple(
+                ModuleShape(str(r["name"]), int(r["out_features"]), int(r["in_features"]))
+                for r in rows
+            )
+        )  # type: ignore[call-overload]

@@ -105,7 +105,11 @@ def sniff_foreign_format(prefix: bytes) -> None:
             "this is a zip archive such as PyTorch's torch.save format, which wraps a pickle; pickles "
             "can run code when loaded, so they are refused and never opened. Accepted: a .safetensors file"
         )
-    if len(prefix) >= 2 and prefix[:1] in {b"(", b"]", b"}"} and prefix[1:2] in {b"d", b"l", b"q", b"c", b"(", b"S", b"I", b"V", b"X", b"t"}:
+    if (
+        len(prefix) >= 2
+        and prefix[:1] in {b"(", b"]", b"}"}
+        and prefix[1:2] in {b"d", b"l", b"q", b"c", b"(", b"S", b"I", b"V", b"X", b"t"}
+    ):
         raise PickleFileError(
             "this looks like a protocol-0/1 Python pickle; pickles can run code when loaded, so they "
             "are refused and never opened. Accepted: a .safetensors file"
@@ -114,7 +118,9 @@ def sniff_foreign_format(prefix: bytes) -> None:
                         (b"\x89HDF", "an HDF5 file"), (b"\x1f\x8b", "a gzip archive"),
                         (b"ustar", "a tar archive")):  # fmt: skip
         if prefix.startswith(magic):
-            raise NotSafetensorsError(f"this is {name}, not safetensors. Accepted: a .safetensors LoRA file")
+            raise NotSafetensorsError(
+                f"this is {name}, not safetensors. Accepted: a .safetensors LoRA file"
+            )
 
 
 def header_length(prefix: bytes, *, max_header_bytes: int = MAX_HEADER_BYTES) -> int:
@@ -216,11 +222,15 @@ def _reject_constant(name: str) -> None:
 
 def _load_json(text: str) -> Any:
     try:
-        return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+        return json.loads(
+            text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant
+        )
     except RecursionError:
         raise HeaderError("safetensors header JSON is nested too deeply") from None
     except json.JSONDecodeError as exc:
-        raise HeaderError(f"safetensors header is not valid JSON: {exc.msg} at byte {exc.pos}") from None
+        raise HeaderError(
+            f"safetensors header is not valid JSON: {exc.msg} at byte {exc.pos}"
+        ) from None
 
 
 def _is_int(x: object) -> bool:
@@ -239,28 +249,48 @@ def _validate_entries(doc: dict[str, Any], n: int) -> SafetensorsHeader:
             )
         metadata = raw_meta
     if len(doc) > MAX_TENSORS:
-        raise HeaderError(f"header lists {len(doc):,} tensors; at most {MAX_TENSORS:,} are accepted")
+        raise HeaderError(
+            f"header lists {len(doc):,} tensors; at most {MAX_TENSORS:,} are accepted"
+        )
     infos: list[TensorInfo] = []
     for name, entry in doc.items():
         if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-            raise HeaderError(f"tensor name of {len(name.encode()):,} bytes; at most {MAX_NAME_BYTES} accepted")
+            raise HeaderError(
+                f"tensor name of {len(name.encode()):,} bytes; at most {MAX_NAME_BYTES} accepted"
+            )
         if not isinstance(entry, dict) or set(entry) != _TENSOR_FIELDS:
             raise HeaderError(
                 f"tensor {name!r}: entry must be an object with exactly dtype, shape and data_offsets"
             )
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         if not isinstance(dtype, str) or dtype not in DTYPE_BITS:
-            raise HeaderError(f"tensor {name!r}: unknown dtype {dtype!r}; safetensors dtypes are {', '.join(DTYPE_BITS)}")
-        if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(_is_int(d) and d >= 0 for d in shape):
-            raise HeaderError(f"tensor {name!r}: shape must be a list of at most {MAX_DIMS} non-negative integers, got {shape!r}")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) and o >= 0 for o in offsets)):
-            raise HeaderError(f"tensor {name!r}: data_offsets must be two non-negative integers, got {offsets!r}")
+            raise HeaderError(
+                f"tensor {name!r}: unknown dtype {dtype!r}; safetensors dtypes are {', '.join(DTYPE_BITS)}"
+            )
+        if (
+            not isinstance(shape, list)
+            or len(shape) > MAX_DIMS
+            or not all(_is_int(d) and d >= 0 for d in shape)
+        ):
+            raise HeaderError(
+                f"tensor {name!r}: shape must be a list of at most {MAX_DIMS} non-negative integers, got {shape!r}"
+            )
+        if not (
+            isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(_is_int(o) and o >= 0 for o in offsets)
+        ):
+            raise HeaderError(
+                f"tensor {name!r}: data_offsets must be two non-negative integers, got {offsets!r}"
+            )
         start, end = offsets
         if end < start:
             raise HeaderError(f"tensor {name!r}: data_offsets end {end} is before start {start}")
         bits = math.prod(shape) * DTYPE_BITS[dtype]
         if bits % 8:
-            raise HeaderError(f"tensor {name!r}: {math.prod(shape)} x {dtype} is not a whole number of bytes")
+            raise HeaderError(
+                f"tensor {name!r}: {math.prod(shape)} x {dtype} is not a whole number of bytes"
+            )
         if end - start != bits // 8:
             raise HeaderError(
                 f"tensor {name!r}: shape {shape} x {dtype} needs {bits // 8:,} bytes but data_offsets span {end - start:,}"
@@ -270,7 +300,11 @@ def _validate_entries(doc: dict[str, Any], n: int) -> SafetensorsHeader:
     cursor = 0
     for info in infos:
         if info.start != cursor:
-            what = "overlaps the previous tensor" if info.start < cursor else f"leaves a hole of {info.start - cursor:,} bytes"
+            what = (
+                "overlaps the previous tensor"
+                if info.start < cursor
+                else f"leaves a hole of {info.start - cursor:,} bytes"
+            )
             raise HeaderError(
                 f"tensor {info.name!r} starts at byte {info.start:,} but the previous tensor ends at {cursor:,}: "
                 f"it {what}; safetensors offsets must be contiguous from 0"

@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = args[0], args[1:]
     if name not in SUBCOMMANDS:
-        print(f"error: unknown command {name!r}; accepted: {', '.join(SUBCOMMANDS)}", file=sys.stderr)
+        print(
+            f"error: unknown command {name!r}; accepted: {', '.join(SUBCOMMANDS)}", file=sys.stderr
+        )
         return 2
     module_name, _ = SUBCOMMANDS[name]
     try:
