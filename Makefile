@@ -26,6 +26,15 @@ run: install ## start the service on localhost (embedded Redis, API, one worker)
 test: install ## run the whole test suite
 	$(BIN)/python -m pytest -q
 
+zoo-digits: install ## rebuild the digits zoo (10,000 LoRAs, deterministic, resumable; ~20 min on 2 cores)
+	$(BIN)/loravet zoo build --recipe digits --count 10000 --out zoos/digits --jobs 2
+
+zoo-minilm: install ## build (or resume) the committed minilm-topics zoo (1,000 LoRAs; ~5 CPU-hours on 2 cores)
+	$(BIN)/loravet zoo build --recipe minilm-topics --count 1000 --out zoos/minilm-topics --jobs 2
+
+bench: install ## run the benchmark experiments whose results are missing or outdated, then the summary
+	$(BIN)/loravet bench --jobs 2
+
 lint: install ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -34,4 +43,4 @@ format: install ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-.PHONY: help install run test lint format
+.PHONY: help install run test lint format zoo-digits zoo-minilm bench

@@ -61,6 +61,15 @@ def group_to_spec_order(spec: LoraSpec) -> torch.Tensor:
     return inverse
 
 
+def check_spec(expected: LoraSpec, batch: LoraBatch) -> None:
+    """Raise ``SpecMismatchError`` unless ``batch`` was built for ``expected`` (a model's spec)."""
+    if batch.spec != expected:
+        raise SpecMismatchError(
+            f"batch has spec fingerprint {batch.spec.fingerprint} ({len(batch.spec)} modules) but the "
+            f"model was built for {expected.fingerprint} ({len(expected)} modules)"
+        )
+
+
 def pad_columns(x: torch.Tensor, size: int) -> torch.Tensor:
     """Zero-pad the last dimension of ``x`` up to ``size`` (no copy when already that size)."""
     if x.shape[-1] == size:
@@ -70,7 +79,7 @@ def pad_columns(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.pad(x, (0, size - x.shape[-1]))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ShapeGroup:
     """The modules of one (out, in) shape, stacked. Columns at or beyond ``ranks`` are zero."""
 
@@ -85,8 +94,25 @@ class ShapeGroup:
     def max_rank(self) -> int:
         return int(self.U.shape[-1])
 
+    def stacked(self, max_rank: int) -> torch.Tensor:
+        """``[U; V]`` with exactly ``max_rank`` columns, (B, L_g, n + m, max_rank), for raw-factor models.
 
-@dataclass(frozen=True)
+        Raises:
+            ValueError: an adapter's declared rank exceeds ``max_rank`` (columns would be lost).
+        """
+        U, V = self.U, self.V
+        if self.max_rank > max_rank:
+            top = int(self.ranks.max())
+            if top > max_rank:
+                raise ValueError(
+                    f"an adapter has rank {top} on a ({self.out_features}, {self.in_features}) module; "
+                    f"this model reads raw factors padded to max_rank={max_rank}"
+                )
+            U, V = U[..., :max_rank], V[..., :max_rank]
+        return pad_columns(torch.cat([U, V], dim=2), max_rank)  # (B, L_g, n + m, R)
+
+
+@dataclass(frozen=True, eq=False)
 class LoraBatch:
     """B adapters sharing one ``LoraSpec``; ``groups`` follow ``spec_groups(spec)``."""
 
@@ -228,10 +254,18 @@ class LoraBatch:
         some columns are already zero padding; by default every adapter's module i has rank r_i.
         """
         if len(Us) != len(spec) or len(Vs) != len(spec):
-            raise ValueError(f"spec has {len(spec)} modules; got {len(Us)} U and {len(Vs)} V tensors")
+            raise ValueError(
+                f"spec has {len(spec)} modules; got {len(Us)} U and {len(Vs)} V tensors"
+            )
         b = int(Us[0].shape[0])
         for i, (u, v, (n, m)) in enumerate(zip(Us, Vs, spec.shapes, strict=True)):
-            if u.ndim != 3 or v.ndim != 3 or u.shape[:2] != (b, n) or v.shape[:2] != (b, m) or u.shape[2] != v.shape[2]:
+            if (
+                u.ndim != 3
+                or v.ndim != 3
+                or u.shape[:2] != (b, n)
+                or v.shape[:2] != (b, m)
+                or u.shape[2] != v.shape[2]
+            ):
                 raise ValueError(
                     f"module {i} ({spec.modules[i].name}): U {tuple(u.shape)}, V {tuple(v.shape)}; "
                     f"expected ({b}, {n}, r) and ({b}, {m}, r)"
@@ -241,9 +275,11 @@ class LoraBatch:
         groups = []
         for sg in spec_groups(spec):
             r = max(int(Us[i].shape[2]) for i in sg.module_index)
-            U = torch.stack([pad_columns(Us[i], r) for i in sg.module_index], dim=1)  # (B, L_g, n, r)
-            V = torch.stack([pad_columns(Vs[i], r) for i in sg.module_index], dim=1)  # (B, L_g, m, r)
-            groups.append(ShapeGroup(sg.out_features, sg.in_features, sg.module_index, U, V, ranks[:, list(sg.module_index)].to(U.device)))
+            idx = sg.module_index
+            U = torch.stack([pad_columns(Us[i], r) for i in idx], dim=1)  # (B, L_g, n, r)
+            V = torch.stack([pad_columns(Vs[i], r) for i in idx], dim=1)  # (B, L_g, m, r)
+            group_ranks = ranks[:, list(idx)].to(U.device)  # (B, L_g)
+            groups.append(ShapeGroup(sg.out_features, sg.in_features, idx, U, V, group_ranks))
         return cls(spec, tuple(groups))
 
     @classmethod
@@ -264,10 +300,18 @@ class LoraBatch:
             ranks = torch.zeros(len(factors), len(idx), dtype=torch.long)
             for b, adapter in enumerate(factors):
                 if len(adapter) != len(spec):
-                    raise ValueError(f"adapter {b} has {len(adapter)} modules; the spec has {len(spec)}")
+                    raise ValueError(
+                        f"adapter {b} has {len(adapter)} modules; the spec has {len(spec)}"
+                    )
                 for j, i in enumerate(idx):
                     u, v = adapter[i]
-                    if u.ndim != 2 or v.ndim != 2 or u.shape[0] != n or v.shape[0] != m or u.shape[1] != v.shape[1]:
+                    if (
+                        u.ndim != 2
+                        or v.ndim != 2
+                        or u.shape[0] != n
+                        or v.shape[0] != m
+                        or u.shape[1] != v.shape[1]
+                    ):
                         raise ValueError(
                             f"adapter {b}, module {i} ({spec.modules[i].name}): U {tuple(u.shape)}, "
                             f"V {tuple(v.shape)}; expected ({n}, r) and ({m}, r)"

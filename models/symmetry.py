@@ -35,7 +35,8 @@ def sample_gl(
     q = q * torch.sign(torch.diagonal(rr, dim1=-2, dim2=-1)).unsqueeze(-2)
     if orthogonal:
         return q
-    scale = torch.exp(torch.rand(*batch_shape, r, generator=generator, dtype=dtype) * 2 - 1)  # (..., r)
+    log_scale = torch.rand(*batch_shape, r, generator=generator, dtype=dtype) * 2 - 1  # (..., r)
+    scale = torch.exp(log_scale)  # (..., r)
     return q * scale.unsqueeze(-2)  # q @ diag(scale)
 
 
@@ -52,7 +53,12 @@ def sample_gl_like(
     """One independent group element per adapter and module: a (B, L_g, r, r) tensor per group."""
     return [
         sample_gl(
-            g.U.shape[0], g.U.shape[1], r=g.max_rank, generator=generator, dtype=batch.dtype, orthogonal=orthogonal
+            g.U.shape[0],
+            g.U.shape[1],
+            r=g.max_rank,
+            generator=generator,
+            dtype=batch.dtype,
+            orthogonal=orthogonal,
         ).to(batch.device)
         for g in batch.groups
     ]
@@ -87,7 +93,9 @@ def act_non_symmetry(
             if kind == "scale_u":
                 U[:, j] = 2 * U[:, j]
             else:
-                R = sample_gl(U.shape[0], r=g.max_rank, generator=generator, dtype=U.dtype).to(U.device)
+                R = sample_gl(U.shape[0], r=g.max_rank, generator=generator, dtype=U.dtype).to(
+                    U.device
+                )
                 U[:, j], V[:, j] = U[:, j] @ R, V[:, j] @ R
         Us.append(U)
         Vs.append(V)
@@ -96,7 +104,9 @@ def act_non_symmetry(
 
 def relative_change(before: torch.Tensor, after: torch.Tensor) -> float:
     """``||after - before|| / ||before||`` (Frobenius over the whole tensor)."""
-    return float(torch.linalg.vector_norm(after - before) / torch.linalg.vector_norm(before).clamp_min(1e-300))
+    before, after = before.detach(), after.detach()
+    change = torch.linalg.vector_norm(after - before)
+    return float(change / torch.linalg.vector_norm(before).clamp_min(1e-300))
 
 
 @torch.no_grad()
