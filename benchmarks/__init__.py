@@ -1,0 +1,1 @@
+"""Benchmarks: the paper's experiments on our zoos, as data files with committed results."""

@@ -1,0 +1,203 @@
+"""``loravet bench``: run the benchmark experiments whose results are missing or outdated.
+
+    loravet bench                 # everything missing or outdated, then the summary
+    loravet bench --only e3       # one experiment
+    loravet bench --summary-only  # regenerate SUMMARY.md and the plots from committed results
+
+A result is outdated when its experiment spec, the zoo manifest it used, or the source of
+``models/`` / ``training/`` changed since it was written. Results are JSON under
+``benchmarks/results/`` with provenance (git sha, package versions, machine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import sys
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from training.provenance import file_sha256, provenance
+
+ROOT = Path(__file__).resolve().parent
+REPO = ROOT.parent
+EXPERIMENTS = ROOT / "experiments"
+RESULTS = ROOT / "results"
+log = logging.getLogger("loravet.bench")
+
+
+def code_hash(folders: tuple[str, ...] = ("models", "training")) -> str:
+    """Hash of the source an experiment depends on: a change there makes its results outdated."""
+    h = hashlib.sha256()
+    for folder in folders:
+        for path in sorted((REPO / folder).glob("*.py")):
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def spec_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def zoo_hash(zoo_dir: Path) -> str | None:
+    manifest = zoo_dir / "manifest.jsonl"
+    return file_sha256(manifest)[:16] if manifest.is_file() else None
+
+
+def is_current(path: Path, key: dict[str, Any]) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get("key") == key
+    except json.JSONDecodeError:
+        return False
+
+
+def write_result(
+    path: Path, key: dict[str, Any], result: dict[str, Any], zoo_dir: Path | None = None
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"key": key, "provenance": provenance(zoo_dir), **result}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+
+
+def _cell_task(args: tuple[str, str, str, str, str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    from benchmarks import model_runs
+
+    experiment, zoo_dir, task, model, out, spec = args
+    runner = model_runs.run_e1_cell if experiment == "e1" else model_runs.run_e2_cell
+    return out, runner(zoo_dir, task, model, spec)
+
+
+def model_cells(experiment: str, spec_file: str) -> list[tuple[Path, dict[str, Any], tuple]]:
+    spec = json.loads((EXPERIMENTS / spec_file).read_text())
+    cells = []
+    for zoo_name, zoo_rel in spec["zoos"].items():
+        zoo_dir = REPO / zoo_rel
+        zh = zoo_hash(zoo_dir)
+        if zh is None:
+            log.warning(
+                "%s: zoo %s is not built (%s); its cells are skipped", experiment, zoo_name, zoo_dir
+            )
+            continue
+        for task in spec["tasks"]:
+            for model in spec["models"]:
+                cell_spec = {**spec, "models": {model: spec["models"][model]}}
+                key = {"spec": spec_hash(cell_spec), "zoo": zh, "code": code_hash()}
+                out = RESULTS / experiment / f"{zoo_name}--{task}--{model}.json"
+                cells.append(
+                    (out, key, (experiment, str(zoo_dir), task, model, str(out), cell_spec))
+                )
+    return cells
+
+
+def run_model_experiment(experiment: str, spec_file: str, jobs: int) -> None:
+    todo = [
+        (out, key, args)
+        for out, key, args in model_cells(experiment, spec_file)
+        if not is_current(out, key)
+    ]
+    log.info("%s: %d cell(s) to run", experiment, len(todo))
+    if not todo:
+        return
+    keys = {str(out): (key, Path(args[1]), args[2], args[3]) for out, key, args in todo}
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(jobs) as pool:
+        for out, result in tqdm(
+            pool.imap_unordered(_cell_task, [a for _, _, a in todo]),
+            total=len(todo),
+            desc=experiment,
+        ):
+            key, zoo_dir, task, model = keys[out]
+            write_result(
+                Path(out),
+                key,
+                {
+                    "experiment": experiment,
+                    "zoo": zoo_dir.name,
+                    "task": task,
+                    "model": model,
+                    **result,
+                },
+                zoo_dir,
+            )
+            log.info("%s: wrote %s", experiment, out)
+
+
+def run_e3() -> None:
+    from benchmarks import e3_timing
+
+    spec = json.loads((EXPERIMENTS / "e3_timing.json").read_text())
+    out = RESULTS / "e3" / "e3_timing.json"
+    key = {"spec": spec_hash(spec), "code": code_hash(("models",))}
+    if is_current(out, key):
+        log.info("e3: current")
+        return
+    write_result(out, key, {"experiment": "e3", **e3_timing.run(spec)})
+    log.info("e3: wrote %s", out)
+
+
+def run_e4() -> None:
+    from benchmarks import e4_speedup
+
+    for zoo_name in ("digits", "minilm-topics"):
+        zoo_dir = REPO / "zoos" / zoo_name
+        zh = zoo_hash(zoo_dir)
+        if zh is None:
+            log.warning("e4: zoo %s is not built; skipped", zoo_name)
+            continue
+        out = RESULTS / "e4" / f"{zoo_name}.json"
+        key = {"zoo": zh, "code": code_hash(("models", "lora_io"))}
+        if not is_current(out, key):
+            write_result(
+                out,
+                key,
+                {"experiment": "e4", "zoo": zoo_name, **e4_speedup.run(str(zoo_dir))},
+                zoo_dir,
+            )
+            log.info("e4: wrote %s", out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from training.cli_support import Parser
+
+    p: argparse.ArgumentParser = Parser(prog="loravet bench", description=__doc__.split("\n")[0])
+    p.add_argument(
+        "--only",
+        choices=("e1", "e2", "e3", "e4"),
+        action="append",
+        help="run only these experiments",
+    )
+    p.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
+    p.add_argument("--summary-only", action="store_true")
+    args = p.parse_args(argv)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
+                        handlers=[logging.FileHandler(RESULTS / "bench.log"), logging.StreamHandler()])  # fmt: skip
+    only = set(args.only or ("e1", "e2", "e3", "e4"))
+    if not args.summary_only:
+        if "e3" in only:
+            run_e3()
+        if "e4" in only:
+            run_e4()
+        if "e1" in only:
+            run_model_experiment("e1", "e1_models_tasks.json", args.jobs)
+        if "e2" in only:
+            run_model_experiment("e2", "e2_rank_generalisation.json", args.jobs)
+    from benchmarks import summary
+
+    summary.write_summary(RESULTS)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""E4: speed-up of GL-net over standard evaluation, per LoRA.
+
+Standard evaluation time is what the zoo recorded for each finetune (``eval_seconds``: running the
+finetuned model on its held-out clean and triggered inputs). GL-net's time is everything the worker
+does for one adapter: read and validate the file, build the batch, predict.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import torch
+
+from lora_io import load_adapter
+from models import build_model
+from models.lora_batch import LoraBatch
+from training.zoo_dataset import Zoo, adapter_paths
+
+
+def run(zoo_dir: str, n: int = 200, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    zoo = Zoo.open(zoo_dir)
+    ids = zoo.ids("test")[:n] or zoo.ids("all")[:n]
+    eval_seconds = [
+        float(
+            zoo.rows[i].get(
+                "eval_seconds", zoo.rows[i].get("labels", {}).get("eval_seconds", "nan")
+            )
+        )
+        for i in ids
+    ]
+    first = load_adapter(*adapter_paths(zoo, zoo.rows[ids[0]]))
+    model = build_model("gl_net", first.spec, 1, **(hparams or {})).eval()
+    times = []
+    with torch.no_grad():
+        for lora_id in ids:
+            start = time.perf_counter()
+            file, config = adapter_paths(zoo, zoo.rows[lora_id])
+            adapter = load_adapter(file, config=config)
+            model(LoraBatch.from_adapters([adapter], spec=first.spec))
+            times.append(time.perf_counter() - start)
+    std_eval = statistics.median(eval_seconds)
+    glnet = statistics.median(times)
+    return {
+        "n": len(ids),
+        "median_standard_eval_s": std_eval,
+        "median_glnet_read_and_predict_s": glnet,
+        "speedup": std_eval / glnet,
+        "note": "standard evaluation = the zoo's recorded eval_seconds (held-out clean + triggered inputs, 1 CPU thread); "
+        "GL-net = read + validate the safetensors file, batch, forward (1 CPU thread, batch of 1)",
+    }

@@ -1,0 +1,203 @@
+"""Regenerate ``results/SUMMARY.md`` and the PNG plots from the committed result JSON files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+MODELS = ("gl_net", "mlp", "mlp_dense", "mlp_svd", "mlp_oalign", "transformer", "norm_stats")
+HEADLINE = {
+    "quality": ("r2", "R^2"),
+    "harmful": ("auroc", "AUROC"),
+    "membership": ("per_label_accuracy", "per-label acc."),
+}
+
+
+def _load(folder: Path) -> list[dict[str, Any]]:
+    return (
+        [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+        if folder.is_dir()
+        else []
+    )
+
+
+def _fmt(cell: dict[str, float] | None) -> str:
+    if not cell or cell["mean"] != cell["mean"]:
+        return "-"
+    return f"{cell['mean']:.3f} ± {cell['std']:.3f}"
+
+
+def e1_table(results: list[dict[str, Any]]) -> list[str]:
+    if not results:
+        return ["_no results yet_"]
+    cols = sorted({(r["zoo"], r["task"]) for r in results})
+    lines = ["| model | " + " | ".join(f"{z} {t} ({HEADLINE[t][1]})" for z, t in cols) + " |",
+             "| --- |" + " --- |" * len(cols)]  # fmt: skip
+    by = {(r["zoo"], r["task"], r["model"]): r for r in results}
+    for model in MODELS:
+        cells = [
+            _fmt(by[(z, t, model)]["summary"].get(HEADLINE[t][0])) if (z, t, model) in by else "-"
+            for z, t in cols
+        ]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    extra = sorted({(r["zoo"], r["task"]) for r in results if r["task"] == "harmful"})
+    if extra:
+        lines += ["", "Harmful detection, TPR at 1% FPR (with fewer than 100 clean test LoRAs this is the TPR at 0 false positives):", "",
+                  "| model | " + " | ".join(z for z, _ in extra) + " |", "| --- |" + " --- |" * len(extra)]  # fmt: skip
+        for model in MODELS:
+            cells = [
+                _fmt(by[(z, "harmful", model)]["summary"].get("tpr_at_1pct_fpr"))
+                if (z, "harmful", model) in by
+                else "-"
+                for z, _ in extra
+            ]
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def e2_table(results: list[dict[str, Any]]) -> list[str]:
+    if not results:
+        return ["_no results yet_"]
+    lines = []
+    for zoo, task in sorted({(r["zoo"], r["task"]) for r in results}):
+        rows = [r for r in results if r["zoo"] == zoo and r["task"] == task]
+        ranks = sorted({int(k) for r in rows for k in r["summary"]})
+        key, label = HEADLINE[task]
+        lines += [f"**{zoo} / {task}** ({label}; trained on rank 4)", "", "| model | " + " | ".join(f"r={k}" for k in ranks) + " |",
+                  "| --- |" + " --- |" * len(ranks)]  # fmt: skip
+        for r in sorted(rows, key=lambda r: MODELS.index(r["model"])):
+            lines.append(
+                f"| {r['model']} | "
+                + " | ".join(_fmt(r["summary"].get(str(k), {}).get(key)) for k in ranks)
+                + " |"
+            )
+        lines.append("")
+    return lines
+
+
+def e3_table(result: dict[str, Any] | None) -> list[str]:
+    if not result:
+        return ["_no results yet_"]
+    rows = result["rows"]
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    lines = ["Forward time per LoRA in ms (pack = numpy factors to batch; floor = one read of the factors):", "",
+             "| model | " + " | ".join(sizes) + " |", "| --- |" + " --- |" * len(sizes)]  # fmt: skip
+    by = {(r["size"], r["model"]): r for r in rows}
+    floor = {r["size"]: r["read_floor_s"] for r in rows}
+    lines.append("| read floor | " + " | ".join(f"{floor[s] * 1e3:.2f}" for s in sizes) + " |")
+    for model in MODELS:
+        cells = []
+        for s in sizes:
+            r = by.get((s, model))
+            if r is None:
+                cells.append("-")
+            elif r["status"] != "ok":
+                cells.append(f"skip ({r['estimated_bytes'] / 2**30:.0f} GiB)")
+            else:
+                cells.append(f"{r['forward_s'] * 1e3:.2f}")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def e4_table(results: list[dict[str, Any]]) -> list[str]:
+    if not results:
+        return ["_no results yet_"]
+    lines = [
+        "| zoo | LoRAs | median standard eval (s) | median GL-net read + predict (s) | speed-up |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['zoo']} | {r['n']} | {r['median_standard_eval_s']:.3f} | {r['median_glnet_read_and_predict_s'] * 1e3:.2f} ms | {r['speedup']:,.0f}x |"
+        )
+    return lines
+
+
+def _plots(results_dir: Path, e2: list[dict[str, Any]], e3: dict[str, Any] | None) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    if e3:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        rows = e3["rows"]
+        sizes = list(dict.fromkeys(r["size"] for r in rows))
+        x = range(len(sizes))
+        ax.plot(
+            x,
+            [next(r["read_floor_s"] for r in rows if r["size"] == s) * 1e3 for s in sizes],
+            "k--",
+            label="read floor",
+        )
+        for model in MODELS:
+            ys = [
+                next(
+                    (
+                        r["forward_s"] * 1e3
+                        for r in rows
+                        if r["size"] == s and r["model"] == model and r["status"] == "ok"
+                    ),
+                    float("nan"),
+                )
+                for s in sizes
+            ]
+            ax.plot(x, ys, marker="o", label=model)
+        ax.set_xticks(list(x), sizes)
+        ax.set_yscale("log")
+        ax.set_xlabel("GPT-3 size (one d x d rank-4 LoRA per layer)")
+        ax.set_ylabel("forward ms per LoRA (1 CPU thread)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(results_dir / "e3_timing.png", dpi=110)
+        plt.close(fig)
+        made.append("e3_timing.png")
+    for zoo, task in sorted({(r["zoo"], r["task"]) for r in e2}):
+        key, label = HEADLINE[task]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r in sorted(
+            (r for r in e2 if r["zoo"] == zoo and r["task"] == task),
+            key=lambda r: MODELS.index(r["model"]),
+        ):
+            ranks = sorted(int(k) for k in r["summary"])
+            ax.errorbar(
+                ranks,
+                [r["summary"][str(k)][key]["mean"] for k in ranks],
+                yerr=[r["summary"][str(k)][key]["std"] for k in ranks],
+                marker="o",
+                label=r["model"],
+                capsize=3,
+            )
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("test rank (trained on rank 4)")
+        ax.set_ylabel(label)
+        ax.set_title(f"{zoo}: {task}")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        name = f"e2_{zoo}_{task}.png"
+        fig.savefig(results_dir / name, dpi=110)
+        plt.close(fig)
+        made.append(name)
+    return made
+
+
+def write_summary(results_dir: Path) -> Path:
+    e1, e2 = _load(results_dir / "e1"), _load(results_dir / "e2")
+    e3_list, e4 = _load(results_dir / "e3"), _load(results_dir / "e4")
+    e3 = e3_list[0] if e3_list else None
+    plots = _plots(results_dir, e2, e3)
+    shas = sorted(
+        {(r.get("provenance") or {}).get("git_sha") or "?" for r in [*e1, *e2, *e3_list, *e4]}
+    )
+    lines = ["# Benchmark summary", "", "Regenerated by `loravet bench --summary-only` from the JSON results beside this file; "
+             "each result records its git sha, package versions and machine.", f"Results from commits: {', '.join(s[:10] for s in shas) or 'none'}.", "",
+             "## E1: models x tasks x zoos (test split, mean ± std over 3 seeds)", "", *e1_table(e1), "",
+             "## E2: rank generalisation", "", *e2_table(e2), "",
+             "## E3: time per LoRA across GPT-3 sizes", "", *e3_table(e3), "",
+             "## E4: speed-up against standard evaluation", "", *e4_table(e4), ""]  # fmt: skip
+    lines += [f"![{p}]({p})" for p in plots]
+    out = results_dir / "SUMMARY.md"
+    out.write_text("\n".join(lines) + "\n")
+    return out

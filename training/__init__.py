@@ -1,0 +1,1 @@
+"""Training and evaluation of LoRA predictors (GL-net and baselines) on zoos."""
