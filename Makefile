@@ -35,6 +35,12 @@ zoo-minilm: install ## build (or resume) the committed minilm-topics zoo (1,000 
 bench: install ## run the benchmark experiments whose results are missing or outdated, then the summary
 	$(BIN)/loravet bench --jobs 2
 
+examples: install ## write a clean and a backdoored example adapter to var/examples
+	$(BIN)/python examples/make_examples.py
+
+compose-check: install ## validate docker-compose.yml with the compose binary (no Docker engine needed)
+	LORAVET_API_KEYS=dummy-key-for-validation-only $(BIN)/python -c "import compose, pathlib, subprocess, sys; sys.exit(subprocess.call([str(pathlib.Path(compose.__file__).parent / 'docker-compose'), '-f', 'docker-compose.yml', 'config', '-q']))"
+
 lint: install ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -43,4 +49,4 @@ format: install ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-.PHONY: help install run test lint format zoo-digits zoo-minilm bench
+.PHONY: help install run test lint format zoo-digits zoo-minilm bench examples compose-check

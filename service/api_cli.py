@@ -1,0 +1,61 @@
+"""``loravet api``: the HTTP API alone (compose runs it next to Redis and the workers).
+
+    LORAVET_API_KEYS=... LORAVET_API_REDIS_URL=redis://redis:6379/0 loravet api --host 0.0.0.0 --port 8000
+
+Settings come from ``LORAVET_API_*`` (see ``.env.example``); invalid settings print one
+``error:`` line and exit with status 2 before anything listens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pydantic import ValidationError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="loravet api", description="Run the loravet HTTP API.")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in a container)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--proxy-headers", action="store_true", help="trust X-Forwarded-* from a reverse proxy"
+    )
+    return p
+
+
+def settings_error(exc: ValidationError) -> str:
+    """One line naming the setting and the problem, never the value (it may be a key)."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"LORAVET_API_{loc.upper()}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    from service.settings import ApiSettings
+
+    try:
+        settings = ApiSettings()
+    except ValidationError as exc:
+        print(f"error: invalid API settings: {settings_error(exc)}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from service.main import create_app
+
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        proxy_headers=args.proxy_headers,
+        log_level=settings.log_level.lower(),
+    )
+    return 0

@@ -1,0 +1,158 @@
+"""Every error leaves as ``application/problem+json`` (RFC 9457: type, title, status, detail).
+
+Messages say what is wrong and what is accepted. ``lora_io`` errors map to 413/415/422 through their
+own ``http_status``; anything unexpected becomes a bare 500 whose details stay in the server log
+(:class:`CatchAllMiddleware`), so no traceback ever leaves the process.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lora_io import LoraFileError
+
+log = logging.getLogger("loravet.api")
+
+PROBLEM_TYPE_BASE = "urn:loravet:problem:"
+
+
+class Problem(Exception):
+    """An error the API answers with; raise it from routes and dependencies."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        kind: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
+        self.detail = detail
+        self.kind = kind or title.lower().replace(" ", "_")
+        self.headers = headers or {}
+
+
+def problem_response(
+    status: int,
+    title: str,
+    detail: str,
+    kind: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    body = {
+        "type": PROBLEM_TYPE_BASE + kind,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        **extra,
+    }
+    return JSONResponse(
+        body, status_code=status, headers=headers, media_type="application/problem+json"
+    )
+
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Unprocessable content",
+    429: "Too many requests",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+def lora_problem(exc: LoraFileError) -> Problem:
+    """The API's answer to a file ``lora_io`` refused."""
+    title = {
+        413: "File too large",
+        415: "Not a safetensors file",
+        422: "Not a valid LoRA adapter",
+    }.get(exc.http_status, _TITLES.get(exc.http_status, "Error"))
+    return Problem(exc.http_status, title, exc.message, kind=exc.kind)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc.status, exc.title, exc.detail, exc.kind, exc.headers)
+
+    @app.exception_handler(LoraFileError)
+    async def _lora(request: Request, exc: LoraFileError) -> JSONResponse:
+        p = lora_problem(exc)
+        return problem_response(p.status, p.title, p.detail, p.kind)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors()[:10]:
+            where = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+            parts.append(f"{where or 'body'}: {err.get('msg', 'invalid')}")
+        return problem_response(
+            422, "Invalid request", "; ".join(parts) or "the request is invalid", "invalid_request"
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        title = _TITLES.get(exc.status_code, "Error")
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no route {request.url.path}; the API is described at /docs and /openapi.json"
+        return problem_response(
+            exc.status_code,
+            title,
+            detail,
+            title.lower().replace(" ", "_"),
+            getattr(exc, "headers", None),
+        )
+
+    app.add_middleware(CatchAllMiddleware)
+
+
+class CatchAllMiddleware:
+    """Turns any unhandled exception into a 500 problem without details, logged here with its traceback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                return  # headers are gone; the server closes the connection
+            response = problem_response(
+                500,
+                "Internal server error",
+                "the server failed to handle this request; the operator's logs have the details",
+                "internal_error",
+            )
+            await response(scope, receive, send)

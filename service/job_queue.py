@@ -1,0 +1,216 @@
+"""The API's side of the queue: enqueue vetting by dotted path (JSON serializer), dedupe, job status.
+
+The only module of ``service`` that touches RQ. Jobs carry ids and store keys only; the job code is
+named by string (``workers.jobs.vet_adapter``) so the API never imports it, nor torch.
+
+Deduplication: ``loravet:submission:<report_id>`` points at the job for those bytes (and config).
+A second upload of the same content gets the stored report, or the job already queued or running;
+only when the earlier job failed (or expired) is a new one enqueued.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from redis import Redis
+from redis.exceptions import WatchError
+from rq import Callback, Queue, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from service.auth import ApiKey
+from service.error_handlers import Problem
+from service.settings import ApiSettings
+from workers.contracts import VET_FAILURE_CALLBACK, VET_FUNCTION, VET_QUEUE, RedisKeys, VetJobArgs
+
+PublicStatus = Literal["queued", "running", "finished", "failed"]
+
+_STATUS_MAP: dict[str, PublicStatus] = {
+    JobStatus.QUEUED: "queued",
+    JobStatus.DEFERRED: "queued",
+    JobStatus.SCHEDULED: "queued",  # waiting for a retry
+    JobStatus.STARTED: "running",
+    JobStatus.FINISHED: "finished",
+    JobStatus.FAILED: "failed",
+    JobStatus.STOPPED: "failed",
+    JobStatus.CANCELED: "failed",
+}
+
+
+@dataclass(frozen=True)
+class Submission:
+    job_id: str
+    status: PublicStatus
+    created: bool
+
+
+@dataclass(frozen=True)
+class JobView:
+    """What ``GET /v1/jobs/{id}`` shows."""
+
+    job_id: str
+    status: PublicStatus
+    report_id: str | None
+    sha256: str | None
+    enqueued_at: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    failure_kind: str | None = None
+    failure_reason: str | None = None
+
+
+def vet_queue(redis: Redis) -> Queue:
+    return Queue(VET_QUEUE, connection=redis, serializer=JSONSerializer)
+
+
+def fetch_job(redis: Redis, job_id: str) -> Job | None:
+    try:
+        return Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+    except NoSuchJobError:
+        return None
+
+
+def public_status(job: Job) -> PublicStatus:
+    return _STATUS_MAP.get(job.get_status(refresh=False), "queued")
+
+
+def job_view(redis: Redis, job_id: str) -> JobView | None:
+    job = fetch_job(redis, job_id)
+    if job is None or job.func_name != VET_FUNCTION:
+        return None
+    status = public_status(job)
+    meta = job.get_meta(refresh=False) or {}
+    kind = reason = None
+    if status == "failed":
+        raw = redis.get(RedisKeys.job_failure.format(job_id=job_id))
+        record = json.loads(raw) if raw else {}
+        kind = record.get("kind", "unknown")
+        reason = record.get(
+            "reason", "the job failed without a recorded reason; the worker logs have the details"
+        )
+    return JobView(
+        job_id=job.id,
+        status=status,
+        report_id=meta.get("report_id"),
+        sha256=meta.get("sha256"),
+        enqueued_at=job.enqueued_at,
+        started_at=job.started_at,
+        ended_at=job.ended_at,
+        failure_kind=kind,
+        failure_reason=reason,
+    )
+
+
+def existing_submission(redis: Redis, report_id: str) -> Submission | None:
+    """The live (queued, running or finished) job for this content, if any."""
+    raw = redis.get(RedisKeys.submission.format(report_id=report_id))
+    if raw is None:
+        return None
+    job = fetch_job(redis, raw.decode())  # type: ignore[union-attr]
+    if job is None:
+        return None
+    status = public_status(job)
+    if status == "failed":
+        return None
+    return Submission(job.id, status, created=False)
+
+
+def note_interest(redis: Redis, job_id: str, key: ApiKey, ttl_s: int) -> None:
+    """Remember that this key asked for this job: its webhooks hear about the result."""
+    name = RedisKeys.job_keys.format(job_id=job_id)
+    with redis.pipeline() as p:
+        p.sadd(name, key.key_id)
+        p.expire(name, ttl_s)
+        p.execute()
+
+
+def check_quota(redis: Redis, settings: ApiSettings, key: ApiKey) -> None:
+    """429 when this key has too many unfinished jobs or the queue as a whole is full."""
+    depth = vet_queue(redis).count
+    if depth >= settings.max_queue_depth:
+        raise Problem(
+            429, "Too many requests", f"the vetting queue is full ({depth} jobs waiting); retry later",
+            kind="queue_full", headers={"Retry-After": "30"},
+        )  # fmt: skip
+    active_key = RedisKeys.key_active_jobs.format(key_id=key.key_id)
+    if redis.scard(active_key) < settings.max_active_jobs_per_key:  # type: ignore[operator]
+        return
+    # prune ids whose jobs finished or vanished (a worker normally removes them itself)
+    for raw in redis.smembers(active_key):  # type: ignore[union-attr]
+        job = fetch_job(redis, raw.decode())
+        if job is None or public_status(job) in ("finished", "failed"):
+            redis.srem(active_key, raw)
+    active = int(redis.scard(active_key))  # type: ignore[arg-type]
+    if active >= settings.max_active_jobs_per_key:
+        raise Problem(
+            429, "Too many requests",
+            f"this API key has {active} unfinished vetting jobs, its limit is {settings.max_active_jobs_per_key}; "
+            "retry when some have finished",
+            kind="job_quota_exceeded", headers={"Retry-After": "10"},
+        )  # fmt: skip
+
+
+def submit_vetting(
+    redis: Redis,
+    settings: ApiSettings,
+    key: ApiKey,
+    *,
+    report_id: str,
+    sha256: str,
+    config_sha256: str | None,
+    report_url: str | None,
+) -> Submission:
+    """Enqueue a vetting job for stored content, or return the one already live for it."""
+    pointer = RedisKeys.submission.format(report_id=report_id)
+    while True:
+        live = existing_submission(redis, report_id)
+        if live is not None:
+            note_interest(redis, live.job_id, key, settings.result_ttl_s)
+            return live
+        check_quota(redis, settings, key)
+        job_id = f"vet_{uuid.uuid4().hex}"
+        with redis.pipeline() as p:
+            try:
+                p.watch(pointer)
+                previous = p.get(pointer)
+                if previous is not None and existing_submission(redis, report_id) is not None:
+                    continue  # someone else enqueued it a moment ago
+                p.multi()
+                p.set(pointer, job_id, ex=settings.result_ttl_s)
+                p.sadd(RedisKeys.job_keys.format(job_id=job_id), key.key_id)
+                p.expire(RedisKeys.job_keys.format(job_id=job_id), settings.result_ttl_s)
+                p.sadd(RedisKeys.key_active_jobs.format(key_id=key.key_id), job_id)
+                p.execute()
+            except WatchError:
+                continue
+        break
+    args = VetJobArgs(
+        report_id=report_id,
+        sha256=sha256,
+        config_sha256=config_sha256,
+        submitted_at=datetime.now(UTC),
+        report_url=report_url,
+    )
+    retry = (
+        Retry(max=settings.vet_retries, interval=settings.vet_retry_intervals)
+        if settings.vet_retries > 0
+        else None
+    )
+    vet_queue(redis).enqueue_call(
+        VET_FUNCTION,
+        args=(args.model_dump(mode="json"),),
+        job_id=job_id,
+        timeout=settings.job_timeout_s,
+        retry=retry,
+        result_ttl=settings.result_ttl_s,
+        failure_ttl=settings.result_ttl_s,
+        on_failure=Callback(VET_FAILURE_CALLBACK),
+        description=f"vet {report_id[:16]}",
+        meta={"report_id": report_id, "sha256": sha256},
+    )
+    return Submission(job_id, "queued", created=True)

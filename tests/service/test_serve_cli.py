@@ -1,0 +1,89 @@
+"""``loravet serve`` (``make run``): one command brings up Redis, the API and a worker on loopback,
+prints a working key, and Ctrl-C stops all of it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.embedded_redis import free_port
+from tests.service.live_stack import peft_adapter, wait_for
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        out += [int(x) for x in text]
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_serve_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LORAVET_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loravet.cli", "serve", "--port", str(port), "--data", str(tmp_path / "var"),
+         "--predictors", str(tmp_path / "predictors")],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, "serve exited before it was ready"
+            lines.append(line)
+            if line.startswith("press Ctrl-C"):
+                break
+        text = "".join(lines)
+        assert f"http://127.0.0.1:{port}" in text
+        key = next(line.split()[-1] for line in lines if line.startswith("API key"))
+        assert (
+            f"curl -H 'X-API-Key: {key}' -F file=@adapter_model.safetensors http://127.0.0.1:{port}/v1/adapters"
+            in text
+        )
+        base = f"http://127.0.0.1:{port}"
+        r = httpx.post(
+            f"{base}/v1/adapters",
+            files={"file": ("a.safetensors", peft_adapter(51))},
+            headers={"X-API-Key": key},
+        )
+        assert r.status_code == 202, r.text
+        status_url = r.json()["status_url"]
+        wait_for(
+            lambda: (
+                httpx.get(status_url, headers={"X-API-Key": key}).json()["status"] == "finished"
+            ),
+            timeout_s=30,
+        )
+        assert httpx.get(f"{base}/readyz").json()["status"] == "ready"
+        children = _children(proc.pid)
+        assert len(children) == 3  # redis, worker, api
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        assert not [c for c in children if _alive(c)]
+        assert (tmp_path / "var" / "redis" / "appendonlydir").is_dir()  # AOF on
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,201 @@
+"""The functions RQ runs, enqueued by dotted path with JSON arguments (ids and store keys only).
+
+* :func:`vet_adapter`: one vetting job. Under the resident worker its report was already computed
+  in a batched forward pass and is only picked up here; under a plain ``rq worker`` it is computed
+  here. Stores the report, then emits ``report.completed``.
+* :func:`on_vet_failure`: RQ's ``on_failure`` callback. On a *final* failure (bad input, or no
+  retries left) it records the reason the API shows and emits ``report.failed``.
+* :func:`deliver_webhook`: one delivery attempt; returns an RQ ``Retry`` when another is due.
+
+Bad input (the file is not a valid LoRA) is a permanent failure: the job clears its retries before
+raising, so RQ never runs it again. Everything else is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from redis import Redis
+from rq import Retry, get_current_job
+from rq.exceptions import AbandonedJobError
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
+
+from lora_io import LoraFileError
+from workers.contracts import (
+    JOB_LATENCY_BUCKETS,
+    RedisKeys,
+    Report,
+    ReportCompletedData,
+    ReportFailedData,
+    VetJobArgs,
+    WebhookDeliveryArgs,
+    WebhookEvent,
+    event_id_for,
+)
+from workers.vetting_pipeline import PredictorFailedError
+from workers.webhook_delivery import deliver, delivery_retry, emit_event
+from workers.worker_runtime import get_runtime
+
+log = logging.getLogger("loravet.worker")
+
+FAILURE_RECORD_TTL_S = 30 * 24 * 3600
+
+
+class VettingRefusedError(Exception):
+    """Raised by a job whose input can never be vetted; its message is the reason shown to the user."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+def vet_adapter(job_args: dict[str, Any]) -> dict[str, Any]:
+    """Vet one stored adapter, store the report, notify subscribers. Returns a small summary."""
+    job = get_current_job()
+    runtime = get_runtime()
+    try:
+        args = VetJobArgs.model_validate(job_args)
+    except ValueError as exc:
+        _make_permanent(job)
+        raise VettingRefusedError(
+            "bad_job_arguments", f"job arguments do not match VetJobArgs: {exc}"
+        ) from None
+    outcome = runtime.take_outcome(job.id) if job is not None else None
+    if outcome is None:
+        (outcome,) = runtime.vet([args])
+    if isinstance(outcome, LoraFileError):
+        _make_permanent(job)
+        raise VettingRefusedError(outcome.kind, outcome.message) from outcome
+    if isinstance(outcome, BaseException):
+        raise outcome
+    report: Report = outcome
+    runtime.store.put_bytes("reports", report.report_id, report.model_dump_json(indent=2).encode())
+    job_id = job.id if job is not None else f"local-{report.report_id[:16]}"
+    _finish_bookkeeping(runtime.redis, job_id, args)
+    emit_event(
+        runtime.redis,
+        WebhookEvent(
+            id=event_id_for(job_id, "report.completed"),
+            type="report.completed",
+            timestamp=datetime.now(UTC),
+            data=ReportCompletedData(
+                job_id=job_id,
+                report_id=report.report_id,
+                sha256=report.sha256,
+                verdict=report.verdict,
+                reasons=[r.message for r in report.reasons],
+                report_url=args.report_url,
+            ),
+        ),
+        job_id,
+        webhook_timeout_s=runtime.settings.webhook_timeout_s,
+    )
+    return {"report_id": report.report_id, "sha256": report.sha256, "verdict": report.verdict}
+
+
+def on_vet_failure(
+    job: Job,
+    connection: Redis,
+    exc_type: type[BaseException] | None,
+    exc_value: BaseException | None,
+    traceback: TracebackType | None,
+) -> None:
+    """RQ failure callback (also run for jobs whose worker died): act only on the final failure."""
+    if job.retries_left is not None and job.retries_left > 0:
+        log.warning(
+            "job %s failed (%s), %d retr%s left",
+            job.id,
+            exc_type.__name__ if exc_type else "?",
+            job.retries_left,
+            "y" if job.retries_left == 1 else "ies",
+        )
+        return
+    kind, reason = failure_reason(exc_value, job)
+    connection.set(
+        RedisKeys.job_failure.format(job_id=job.id),
+        json.dumps({"kind": kind, "reason": reason}),
+        ex=FAILURE_RECORD_TTL_S,
+    )
+    try:
+        args = VetJobArgs.model_validate(job.args[0])
+    except (ValueError, IndexError, TypeError):
+        return
+    _finish_bookkeeping(connection, job.id, args)
+    emit_event(
+        connection,
+        WebhookEvent(
+            id=event_id_for(job.id, "report.failed"),
+            type="report.failed",
+            timestamp=datetime.now(UTC),
+            data=ReportFailedData(
+                job_id=job.id,
+                report_id=args.report_id,
+                sha256=args.sha256,
+                kind=kind,
+                reason=reason,
+            ),
+        ),
+        job.id,
+    )
+
+
+def failure_reason(exc: BaseException | None, job: Job) -> tuple[str, str]:
+    """(kind, reason) for the API and the ``report.failed`` event: what went wrong, without internals."""
+    if isinstance(exc, VettingRefusedError):
+        return exc.kind, exc.reason
+    if isinstance(exc, JobTimeoutException):
+        return (
+            "timeout",
+            f"vetting took longer than the job timeout ({job.timeout} s) on every attempt",
+        )
+    if isinstance(exc, AbandonedJobError):
+        return (
+            "worker_lost",
+            "the worker running this job stopped before it finished, on every attempt",
+        )
+    if isinstance(exc, PredictorFailedError):
+        return "predictor_failed", str(exc)
+    return (
+        "internal_error",
+        "vetting failed with an internal error on every attempt; the worker logs have the details",
+    )
+
+
+def deliver_webhook(job_args: dict[str, Any]) -> dict[str, Any] | Retry:
+    """One delivery attempt of one event to one subscription."""
+    job = get_current_job()
+    runtime = get_runtime()
+    args = WebhookDeliveryArgs.model_validate(job_args)
+    attempt = 1 + ((job.number_of_retries or 0) if job is not None else 0)
+    entry = deliver(runtime.redis, args, runtime.settings, attempt=attempt)
+    retry = delivery_retry(entry, runtime.settings)
+    if retry is not None:
+        return retry
+    return {"outcome": entry.outcome, "status_code": entry.status_code, "attempt": attempt}
+
+
+def _make_permanent(job: Job | None) -> None:
+    """Clear the retries of the running job so RQ fails it for good (the worker holds this object)."""
+    if job is not None:
+        job.retries_left = 0
+
+
+def _finish_bookkeeping(redis: Redis, job_id: str, args: VetJobArgs) -> None:
+    """Free the per-key quota slots of this job and count its upload-to-report latency."""
+    keys = RedisKeys.job_keys.format(job_id=job_id)
+    elapsed = max(0.0, (datetime.now(UTC) - args.submitted_at).total_seconds())
+    with redis.pipeline() as p:
+        for key_id in redis.smembers(keys):  # type: ignore[union-attr]
+            p.srem(RedisKeys.key_active_jobs.format(key_id=key_id.decode()), job_id)
+        for bound in JOB_LATENCY_BUCKETS:
+            if elapsed <= bound:
+                p.hincrby(RedisKeys.metric_job_latency, f"le_{bound:g}", 1)
+        p.hincrby(RedisKeys.metric_job_latency, "count", 1)
+        p.hincrbyfloat(RedisKeys.metric_job_latency, "sum", elapsed)
+        p.execute()

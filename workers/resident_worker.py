@@ -1,0 +1,249 @@
+"""``VettingWorker``: an RQ worker that keeps the predictors resident and batches vetting jobs.
+
+Why not RQ's forking ``Worker``: a fork per job would reload the predictors every time, and CUDA
+cannot be used in a forked child. This is a ``SimpleWorker`` (no fork) with three additions:
+
+* **Batching.** After dequeuing one vetting job it takes up to ``batch_size - 1`` more without
+  blocking, marks them all started, computes every report in one pass (one forward pass per
+  predictor and base model), then lets RQ finish each job through its normal ``perform_job`` (the
+  job function only picks up its precomputed outcome), so statuses, results, retries and failure
+  callbacks are RQ's own, job by job.
+* **Heartbeats during work.** ``SimpleWorker`` sends none while a job runs, so its jobs could only
+  be declared abandoned after the whole job timeout. Here a thread refreshes the worker, execution
+  and job heartbeats every ``execution_ttl_s / 3``; a worker that dies (even by SIGKILL) leaves
+  executions that expire after ``execution_ttl_s``, and the next maintenance pass of any live worker
+  retries them (RQ's ``StartedJobRegistry.cleanup`` + the job's ``Retry``).
+* **No job in limbo.** Every dequeue moves the job id into the queue's intermediate list first, also
+  when serving several queues (RQ only does that for one), so a job popped by a worker that dies
+  before starting it is recovered too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from redis import Redis
+from rq import Queue, SimpleWorker
+from rq.exceptions import DequeueTimeout, NoSuchJobError
+from rq.executions import Execution
+from rq.job import Job
+from rq.serializers import JSONSerializer
+from rq.timeouts import JobTimeoutException
+from rq.worker import WorkerStatus
+
+from workers.contracts import VET_FUNCTION, VET_QUEUE, RedisKeys, VetJobArgs
+from workers.worker_runtime import WorkerRuntime
+
+log = logging.getLogger("loravet.worker")
+
+IDLE_POLL_S = 1
+"""While idle, the worker blocks this long on the first queue between polls of the others."""
+
+
+class DurableQueue(Queue):
+    """A ``Queue`` whose multi-queue dequeue also goes through each queue's intermediate list."""
+
+    @classmethod
+    def dequeue_any(  # type: ignore[override]
+        cls,
+        queues: Sequence[Queue],
+        timeout: int | None,
+        connection: Redis,
+        job_class: type[Job] | None = None,
+        serializer: Any = None,
+        death_penalty_class: Any = None,
+    ) -> tuple[Job, Queue] | None:
+        queues = list(queues)
+        if len(queues) <= 1:
+            return super().dequeue_any(
+                queues, timeout, connection, job_class, serializer, death_penalty_class
+            )
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            for queue in queues:
+                while (found := cls.lmove(connection, queue.key, None)) is not None:
+                    job = cls._fetch(
+                        connection, queue, found[1], job_class, serializer, death_penalty_class
+                    )
+                    if job is not None:
+                        return job
+            if deadline is None:
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DequeueTimeout(timeout, [q.key for q in queues])
+            try:
+                found = cls.lmove(
+                    connection, queues[0].key, max(1, min(IDLE_POLL_S, int(remaining)))
+                )
+            except DequeueTimeout:
+                continue
+            if found is not None:
+                job = cls._fetch(
+                    connection, queues[0], found[1], job_class, serializer, death_penalty_class
+                )
+                if job is not None:
+                    return job
+
+    @classmethod
+    def _fetch(
+        cls,
+        connection: Redis,
+        queue: Queue,
+        raw_id: Any,
+        job_class: Any,
+        serializer: Any,
+        death_penalty_class: Any,
+    ) -> tuple[Job, Queue] | None:
+        job_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+        q = cls(
+            queue.name,
+            connection=connection,
+            job_class=job_class,
+            serializer=serializer,
+            death_penalty_class=death_penalty_class,
+        )
+        try:
+            return q.job_class.fetch(job_id, connection=connection, serializer=serializer), q
+        except NoSuchJobError:
+            return None  # RQ's intermediate-queue cleanup drops the id
+
+
+class VettingWorker(SimpleWorker):
+    """The resident, batching worker. Build it with a :class:`WorkerRuntime`; call ``work()``."""
+
+    queue_class = DurableQueue
+
+    def __init__(
+        self, runtime: WorkerRuntime, queues: Sequence[str] | None = None, **kwargs: Any
+    ) -> None:
+        s = runtime.settings
+        self.runtime = runtime
+        super().__init__(
+            list(queues or s.queues),
+            name=runtime.name,
+            connection=runtime.redis,
+            serializer=JSONSerializer,
+            worker_ttl=max(30, 2 * s.maintenance_interval_s),
+            maintenance_interval=s.maintenance_interval_s,
+            **kwargs,
+        )
+
+    # -- liveness -------------------------------------------------------------------------
+    @property
+    def dequeue_timeout(self) -> int:
+        """Never block longer than the maintenance interval: an idle worker must still find abandoned jobs."""
+        return max(1, min(self.worker_ttl - 15, self.maintenance_interval))
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return self.runtime.settings.execution_ttl_s
+
+    def register_birth(self) -> None:
+        super().register_birth()
+        infos = [i.model_dump(mode="json") for i in self.runtime.predictor_infos()]
+        self.connection.set(
+            RedisKeys.predictors.format(worker=self.name),
+            json.dumps(infos),
+            ex=self.worker_ttl + 60,
+        )
+
+    def register_death(self) -> None:
+        self.connection.delete(RedisKeys.predictors.format(worker=self.name))
+        super().register_death()
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        super().heartbeat(timeout, pipeline)
+        conn = pipeline if pipeline is not None else self.connection
+        conn.expire(
+            RedisKeys.predictors.format(worker=self.name), (timeout or self.worker_ttl + 60)
+        )
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        # every dequeue went through the intermediate list (DurableQueue), so always take it out
+        super().prepare_job_execution(job, remove_from_intermediate_queue=True)
+
+    # -- execution ------------------------------------------------------------------------
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        batch = [(job, queue)]
+        if _is_vetting(job, queue):
+            batch += self._take_more(queue, self.runtime.settings.batch_size - 1)
+        running = [(j, q, self.prepare_execution(j)) for j, q in batch]
+        with self._keep_alive(running):
+            vetting = [(j, q, e) for j, q, e in running if _is_vetting(j, q)]
+            if vetting:
+                for j, _, _ in vetting:
+                    self.prepare_job_execution(j)  # all of the batch shows as running now
+                self._precompute([j for j, _, _ in vetting])
+            for j, q, e in running:
+                self.perform_job(j, q, e)
+        self.set_state(WorkerStatus.IDLE)
+
+    def _take_more(self, queue: Queue, count: int) -> list[tuple[Job, Queue]]:
+        more: list[tuple[Job, Queue]] = []
+        while len(more) < count:
+            found = self.queue_class.dequeue_any(
+                [queue],
+                None,
+                connection=self.connection,
+                job_class=self.job_class,
+                serializer=self.serializer,
+            )
+            if found is None:
+                break
+            more.append(found)
+        if more:
+            log.info("batching %d vetting jobs", len(more) + 1)
+        return more
+
+    def _precompute(self, jobs: list[Job]) -> None:
+        """One pass over the batch; each job's outcome (report or exception) is parked for its job function."""
+        outcomes: dict[str, Any] = {}
+        valid: list[tuple[Job, VetJobArgs]] = []
+        for job in jobs:
+            try:
+                valid.append((job, VetJobArgs.model_validate(job.args[0])))
+            except (ValueError, IndexError, TypeError):
+                continue  # the job function refuses it with the reason
+        timeout = max((j.timeout or Queue.DEFAULT_TIMEOUT) for j in jobs)
+        try:
+            with self.death_penalty_class(timeout, JobTimeoutException, job_id=jobs[0].id):
+                results = self.runtime.vet([a for _, a in valid])
+        except Exception as exc:  # timeout, store or device fault: every job of the batch retries
+            log.exception("batch of %d vetting jobs failed", len(valid))
+            results = [exc] * len(valid)
+        for (job, _), result in zip(valid, results, strict=True):
+            outcomes[job.id] = result
+        self.runtime.park_outcomes(outcomes)
+
+    @contextlib.contextmanager
+    def _keep_alive(self, running: list[tuple[Job, Queue, Execution]]) -> Iterator[None]:
+        stop = threading.Event()
+        interval = max(0.5, self.runtime.settings.execution_ttl_s / 3)
+
+        def beat() -> None:
+            while not stop.wait(interval):
+                for job, _, execution in running:
+                    if execution.id not in self.executions:
+                        continue
+                    try:
+                        self.maintain_heartbeats(job, execution)
+                    except Exception:
+                        log.warning("heartbeat for job %s failed", job.id, exc_info=True)
+
+        thread = threading.Thread(target=beat, name="loravet-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+
+def _is_vetting(job: Job, queue: Queue) -> bool:
+    return queue.name == VET_QUEUE and job.func_name == VET_FUNCTION

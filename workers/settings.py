@@ -1,0 +1,80 @@
+"""Settings of a worker process, from ``LORAVET_WORKER_*`` environment variables (or a ``.env``).
+
+One settings class per process type: a worker never reads the API's settings, and tests build a
+``WorkerSettings(...)`` directly instead of touching ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_WEBHOOK_RETRY_SCHEDULE = (5, 30, 120, 600, 1800, 7200, 18000, 36000)
+"""Seconds before delivery attempts 2, 3, ... (before jitter): 9 attempts over about 17 hours."""
+
+
+def parse_int_list(value: object) -> object:
+    """Accept ``"5,30,120"`` from the environment as well as a list."""
+    if isinstance(value, str):
+        return [int(x) for x in value.replace(" ", "").split(",") if x]
+    return value
+
+
+class WorkerSettings(BaseSettings):
+    """Everything a resident worker needs; defaults suit ``loravet serve`` on one machine."""
+
+    model_config = SettingsConfigDict(env_prefix="LORAVET_WORKER_", env_file=".env", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    storage_dir: Path = Path("var/store")
+    predictor_dir: Path = Path("predictors")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """``auto`` uses a GPU when ``torch.cuda.is_available()``; one worker process per GPU."""
+
+    batch_size: int = Field(default=16, ge=1, le=256)
+    """Most vetting jobs taken into one forward pass."""
+
+    queues: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["loravet-vetting", "loravet-webhooks"]
+    )
+    """Queues served, highest priority first."""
+
+    name: str | None = None
+    """Worker name in Redis (default: host and pid)."""
+
+    execution_ttl_s: int = Field(default=60, ge=2)
+    """A running job whose worker sent no heartbeat for this long is abandoned and retried elsewhere."""
+
+    maintenance_interval_s: int = Field(default=30, ge=1)
+    """How often the worker looks for abandoned jobs and stale queue entries."""
+
+    with_scheduler: bool = True
+    """Run RQ's scheduler (needed for retries with a delay)."""
+
+    allow_private_webhooks: bool = False
+    """Allow callbacks to private, loopback and link-local addresses (on-prem receivers). Metadata
+    addresses stay refused."""
+
+    webhook_timeout_s: float = Field(default=12.0, gt=0, le=30)
+    webhook_retry_schedule: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_WEBHOOK_RETRY_SCHEDULE)
+    )
+    webhook_jitter: float = Field(default=0.2, ge=0, le=1)
+    """Each retry delay is multiplied by a random factor in [1 - jitter, 1 + jitter]."""
+
+    log_level: str = "INFO"
+
+    @field_validator("queues", mode="before")
+    @classmethod
+    def _split_queues(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [q for q in value.replace(" ", "").split(",") if q]
+        return value
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        return parse_int_list(value)

@@ -1,0 +1,134 @@
+"""``loravet worker``: one resident vetting worker (one per CPU slot or per GPU).
+
+    loravet worker                                   # settings from LORAVET_WORKER_* / .env
+    loravet worker --redis-url redis://redis:6379/0 --predictors /predictors --batch-size 32
+    CUDA_VISIBLE_DEVICES=1 loravet worker --device cuda   # one process per GPU
+
+It waits for Redis, loads the predictors once, publishes what it loaded (``GET /v1/predictors``)
+and serves the vetting and webhook queues until SIGINT/SIGTERM (warm shutdown: the current batch
+finishes first; a second signal stops at once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from workers.settings import WorkerSettings
+
+log = logging.getLogger("loravet.worker")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="loravet worker", description="Run one resident vetting worker."
+    )
+    p.add_argument("--redis-url", help="Redis URL (LORAVET_WORKER_REDIS_URL)")
+    p.add_argument(
+        "--storage",
+        type=Path,
+        help="content store directory shared with the API (LORAVET_WORKER_STORAGE_DIR)",
+    )
+    p.add_argument(
+        "--predictors", type=Path, help="predictor directory (LORAVET_WORKER_PREDICTOR_DIR)"
+    )
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        help="where predictors run (LORAVET_WORKER_DEVICE)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, help="most jobs per forward pass (LORAVET_WORKER_BATCH_SIZE)"
+    )
+    p.add_argument(
+        "--queues", help="comma-separated queues, highest priority first (LORAVET_WORKER_QUEUES)"
+    )
+    p.add_argument("--name", help="worker name in Redis (default host.pid)")
+    p.add_argument(
+        "--burst", action="store_true", help="quit when the queues are empty (batch runs, tests)"
+    )
+    p.add_argument(
+        "--wait-for-redis",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="how long to wait for Redis at start",
+    )
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
+    overrides = {
+        "redis_url": args.redis_url,
+        "storage_dir": args.storage,
+        "predictor_dir": args.predictors,
+        "device": args.device,
+        "batch_size": args.batch_size,
+        "queues": args.queues,
+        "name": args.name,
+    }
+    return WorkerSettings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def wait_for_redis(redis: Redis, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return bool(redis.ping())
+        except RedisError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValueError as exc:
+        print(f"error: invalid worker settings: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from workers.resident_worker import VettingWorker
+    from workers.worker_runtime import WorkerRuntime, load_registry, set_runtime
+
+    redis = Redis.from_url(settings.redis_url)
+    if not wait_for_redis(redis, args.wait_for_redis):
+        print(
+            f"error: Redis at {_safe_url(settings.redis_url)} did not answer within {args.wait_for_redis:g} s",
+            file=sys.stderr,
+        )
+        return 1
+    registry, device = load_registry(settings.predictor_dir, settings.device)
+    runtime = WorkerRuntime(settings, redis=redis, registry=registry, device=device)
+    set_runtime(runtime)
+    worker = VettingWorker(runtime)
+    log.info(
+        "worker %s on %s, queues %s, batch size %d",
+        worker.name,
+        device,
+        ",".join(settings.queues),
+        settings.batch_size,
+    )
+    worker.work(
+        burst=args.burst, with_scheduler=settings.with_scheduler, logging_level=settings.log_level
+    )
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    """The Redis URL without its password, for messages."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url
