@@ -135,7 +135,7 @@ def fit(config: TrainConfig, train: TaskData, val: TaskData) -> FitResult:
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()
-                total += float(loss) * len(idx)
+                total += loss.item() * len(idx)
         val_loss = float(loss_fn(predict_raw(model, val.batch), y_val))
         history.append({"epoch": epoch, "train_loss": total / n, "val_loss": val_loss})
         if val_loss < best[0] - 1e-6:

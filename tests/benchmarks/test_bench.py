@@ -1,0 +1,56 @@
+"""The benchmark harness: timing rows, memory refusal, staleness keys and the regenerated summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks import bench_cli, e3_timing, summary
+
+TINY = {
+    "rank": 4,
+    "batch_size": 2,
+    "repeats": 1,
+    "memory_cap_gb": 0.01,
+    "sizes": [
+        {"name": "tiny", "layers": 2, "d_model": 32},
+        {"name": "wide", "layers": 2, "d_model": 1024},
+    ],
+    "models": {"gl_net": {"hidden": 4}, "mlp_dense": {"hidden": 16}, "mlp_svd": {}},
+}
+
+
+def test_e3_measures_and_refuses_what_would_not_fit() -> None:
+    rows = e3_timing.run(TINY)["rows"]
+    by = {(r["size"], r["model"]): r for r in rows}
+    assert by[("tiny", "gl_net")]["status"] == "ok"
+    assert by[("tiny", "gl_net")]["forward_s"] > 0 and by[("tiny", "gl_net")]["read_floor_s"] > 0
+    wide_dense = by[("wide", "mlp_dense")]
+    assert wide_dense["status"] == "skipped" and "GiB" in wide_dense["reason"]
+    assert wide_dense["estimated_bytes"] > 2 * 1024 * 1024 * 16  # at least the dense first layer
+
+
+def test_results_are_current_only_for_the_same_key(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    key = {"spec": "a", "code": bench_cli.code_hash()}
+    assert not bench_cli.is_current(out, key)
+    bench_cli.write_result(out, key, {"experiment": "x"})
+    assert bench_cli.is_current(out, key)
+    assert not bench_cli.is_current(out, {**key, "spec": "b"})
+    doc = json.loads(out.read_text())
+    assert doc["provenance"]["packages"]["torch"] and "git_sha" in doc["provenance"]
+
+
+def test_summary_regenerates_tables_and_plots(tmp_path: Path) -> None:
+    (tmp_path / "e3").mkdir()
+    (tmp_path / "e3" / "e3_timing.json").write_text(
+        json.dumps({"provenance": {"git_sha": "abc"}, **e3_timing.run(TINY)})
+    )
+    (tmp_path / "e1").mkdir()
+    cell = {"zoo": "digits", "task": "harmful", "model": "gl_net", "provenance": {"git_sha": "abc"},
+            "summary": {"auroc": {"mean": 0.8, "std": 0.01}, "tpr_at_1pct_fpr": {"mean": 0.2, "std": 0.05}}}  # fmt: skip
+    (tmp_path / "e1" / "digits--harmful--gl_net.json").write_text(json.dumps(cell))
+    text = summary.write_summary(tmp_path).read_text()
+    assert "| gl_net | 0.800 ± 0.010 |" in text
+    assert "skip (" in text  # the refused mlp_dense at the wide size
+    assert (tmp_path / "e3_timing.png").stat().st_size > 1000
