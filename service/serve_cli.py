@@ -27,6 +27,7 @@ from types import FrameType
 
 import httpx
 
+from loravet import SHIPPED_PREDICTORS
 from service.embedded_redis import EmbeddedRedis, RedisServerNotFoundError
 from service.settings import hash_api_key
 
@@ -43,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--data", type=Path, default=Path("var"), help="data directory (Redis AOF, content store)"
     )
     p.add_argument(
-        "--predictors", type=Path, default=Path("predictors"), help="predictor directory"
+        "--predictors",
+        type=Path,
+        default=SHIPPED_PREDICTORS,
+        help="predictor directory (default: the shipped ones)",
     )
     p.add_argument("--startup-timeout", type=float, default=60.0, metavar="S")
     return p

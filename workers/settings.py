@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from loravet import SHIPPED_PREDICTORS
+
 DEFAULT_WEBHOOK_RETRY_SCHEDULE = (5, 30, 120, 600, 1800, 7200, 18000, 36000)
 """Seconds before delivery attempts 2, 3, ... (before jitter): 9 attempts over about 17 hours."""
 
@@ -30,7 +32,7 @@ class WorkerSettings(BaseSettings):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     storage_dir: Path = Path("var/store")
-    predictor_dir: Path = Path("predictors")
+    predictor_dir: Path = SHIPPED_PREDICTORS
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto`` uses a GPU when ``torch.cuda.is_available()``; one worker process per GPU."""
 

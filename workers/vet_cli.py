@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from lora_io import LoraFileError
+from loravet import SHIPPED_PREDICTORS
 from workers.contracts import Report
 
 MAX_CLI_FILE_BYTES = 1 << 30
@@ -33,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--predictors",
         type=Path,
-        default=Path("predictors"),
-        help="predictor directory (default ./predictors)",
+        default=SHIPPED_PREDICTORS,
+        help="predictor directory (default: the shipped ones)",
     )
     p.add_argument(
         "--device", choices=["auto", "cpu", "cuda"], default="cpu", help="where predictors run"
