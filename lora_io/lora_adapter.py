@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import mmap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -30,7 +31,13 @@ from lora_io.errors import (
 )
 from lora_io.key_grammar import KeyLayout, LoraFormat, ModuleKeys, parse_keys
 from lora_io.lora_spec import LoraSpec, ModuleShape
-from lora_io.safetensors_header import MAX_HEADER_BYTES, SafetensorsHeader, TensorInfo, parse_header
+from lora_io.safetensors_header import (
+    MAX_HEADER_BYTES,
+    SafetensorsHeader,
+    TensorInfo,
+    header_length,
+    parse_header,
+)
 
 MAX_FILE_BYTES = 1 << 30
 """Largest adapter file accepted (1 GiB): an SD 1.5 kohya LoRA at rank 128 in float32 is ~300 MB."""
@@ -167,6 +174,44 @@ def load_adapter(
     )
 
 
+def check_adapter(
+    path: str | Path,
+    config: bytes | None = None,
+    *,
+    max_file_bytes: int = MAX_FILE_BYTES,
+    max_header_bytes: int = MAX_HEADER_BYTES,
+) -> None:
+    """Validate a LoRA file on disk exactly as :func:`load_adapter` does, without building its factors.
+
+    For a server that must refuse bad files before storing them but has no use for ``U``/``V``: the
+    file is memory-mapped instead of read, no float copies are made and nothing is hashed, so
+    checking is several times cheaper than loading and its memory is the page cache, not the heap.
+
+    Raises:
+        LoraFileError: the same subclass and message :func:`load_adapter` raises for this file.
+    """
+    p = Path(path)
+    size = p.stat().st_size
+    if size > max_file_bytes:
+        raise FileTooLargeError(
+            f"file is {size:,} bytes; adapters are accepted up to {max_file_bytes:,} bytes"
+        )
+    if size < 16:  # too small to map usefully; the header parser says what is wrong
+        load_adapter(p.read_bytes(), config=config, max_header_bytes=max_header_bytes)
+        return
+    with p.open("rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    # no context manager: arrays still viewing the map (say, in a traceback) would make close() fail;
+    # the map goes when the last reference does
+    view = memoryview(mapped)
+    n = header_length(bytes(view[:16]), max_header_bytes=max_header_bytes)
+    header = parse_header(bytes(view[: 8 + n]), size, max_header_bytes=max_header_bytes)
+    layout = parse_keys(header.tensors)
+    cfg = _resolve_config(config, header, layout)
+    for keys in layout.modules:
+        _module_factors(view, header, keys, layout.format, cfg, False)
+
+
 def _resolve_config(
     config: str | Path | bytes | AdapterConfig | None, header: SafetensorsHeader, layout: KeyLayout
 ) -> AdapterConfig | None:
@@ -190,7 +235,9 @@ def _resolve_config(
     return None
 
 
-def _read_tensor(data: bytes, header: SafetensorsHeader, info: TensorInfo) -> np.ndarray:
+def _read_tensor(
+    data: bytes | memoryview, header: SafetensorsHeader, info: TensorInfo
+) -> np.ndarray:
     if info.dtype not in FACTOR_DTYPES:
         raise UnsupportedDtypeError(
             f"tensor {info.name!r} has dtype {info.dtype}; LoRA factors are accepted as {', '.join(FACTOR_DTYPES)}"
@@ -204,7 +251,7 @@ def _read_tensor(data: bytes, header: SafetensorsHeader, info: TensorInfo) -> np
     return arr.reshape(info.shape)
 
 
-def _read_alpha(data: bytes, header: SafetensorsHeader, key: str) -> float:
+def _read_alpha(data: bytes | memoryview, header: SafetensorsHeader, key: str) -> float:
     info = header.tensors[key]
     if info.numel != 1:
         raise RankMismatchError(
@@ -236,6 +283,25 @@ def _read_module(
     cfg: AdapterConfig | None,
     allow_non_finite: bool,
 ) -> LoraModule:
+    a, b, kind, kernel, alpha, scale = _module_factors(
+        data, header, keys, fmt, cfg, allow_non_finite
+    )
+    U = (b.astype(np.float64) * scale).astype(np.float32)  # (out, r)
+    V = np.ascontiguousarray(a.astype(np.float32).T)  # (in, r)
+    return LoraModule(keys.name, U, V, float(scale), alpha, kind, kernel)
+
+
+def _module_factors(
+    data: bytes | memoryview,
+    header: SafetensorsHeader,
+    keys: ModuleKeys,
+    fmt: LoraFormat,
+    cfg: AdapterConfig | None,
+    allow_non_finite: bool,
+) -> tuple[
+    np.ndarray, np.ndarray, Literal["linear", "conv"], tuple[int, int] | None, float | None, float
+]:
+    """Every check of one module; returns (A 2-D, B 2-D, kind, kernel, alpha, scale), factors in their file dtype."""
     a = _read_tensor(data, header, header.tensors[keys.a])
     b = _read_tensor(data, header, header.tensors[keys.b])
     kind: Literal["linear", "conv"] = "linear"
@@ -283,6 +349,4 @@ def _read_module(
         scale = 1.0 if alpha == 0 else alpha / r  # kohya: alpha 0 means alpha = r
     else:
         scale = 1.0
-    U = (b.astype(np.float64) * scale).astype(np.float32)  # (out, r)
-    V = np.ascontiguousarray(a.astype(np.float32).T)  # (in, r)
-    return LoraModule(keys.name, U, V, float(scale), alpha, kind, kernel)
+    return a, b, kind, kernel, alpha, scale

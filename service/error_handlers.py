@@ -13,7 +13,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lora_io import LoraFileError
@@ -114,15 +117,104 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else title
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.url.path}; the API is described at /docs and /openapi.json"
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
         return problem_response(
             exc.status_code,
             title,
             detail,
             title.lower().replace(" ", "_"),
-            getattr(exc, "headers", None),
+            headers or None,
+        )
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+        # Redis restarting or unreachable: a temporary condition, not a bug (503, retry)
+        log.warning("Redis unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return problem_response(
+            503,
+            "Service unavailable",
+            "the job queue (Redis) is not reachable right now; nothing was lost, retry in a few seconds",
+            "service_unavailable",
+            {"Retry-After": "5"},
         )
 
     app.add_middleware(CatchAllMiddleware)
+    document_problem_responses(app)
+
+
+def allowed_methods(request: Request) -> str:
+    """The ``Allow`` header of a 405: the methods of every route on this path, not just the first."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        match, _ = route.matches({**request.scope, "method": "\u0000"})
+        if match != Match.NONE:
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
+
+
+_PROBLEM_RESPONSES = {
+    "400": "malformed request body",
+    "401": "missing or invalid API key",
+    "422": "invalid request (the detail names the field)",
+    "429": "rate limit or job quota reached (see Retry-After)",
+    "500": "internal error (no details leave the server; its log has them)",
+    "503": "the job queue (Redis) is unreachable for a moment (see Retry-After)",
+}
+
+
+def document_problem_responses(app: FastAPI) -> None:
+    """Make the served OpenAPI say what the handlers above do: errors are ``application/problem+json``
+    (not FastAPI's default ``application/json`` validation body), every operation may answer 500 and
+    503, operations that need a key 401 and 429, and operations with input 400 and 422."""
+    build = app.openapi
+    done = False
+
+    def openapi() -> dict[str, Any]:
+        nonlocal done
+        schema = build()
+        if not done:
+            _add_problem_responses(schema)
+            done = True
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _add_problem_responses(schema: dict[str, Any]) -> None:
+    from service.schemas import ProblemBody
+
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.setdefault("ProblemBody", ProblemBody.model_json_schema())
+    problem = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/ProblemBody"}}}
+    for ops in schema.get("paths", {}).values():
+        for op in ops.values():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            responses = op["responses"]
+            codes = ["500", "503"]
+            if op.get("security"):
+                codes += ["401", "429"]
+            if op.get("parameters") or op.get("requestBody"):
+                codes.append("422")
+            if op.get("requestBody"):
+                codes.append("400")
+            for code in codes:
+                responses.setdefault(code, {"description": _PROBLEM_RESPONSES[code]})
+            for code, response in responses.items():
+                if not code.isdigit() or int(code) < 400:
+                    continue
+                content = response.get("content") or {}
+                json_schema = (content.get("application/json") or {}).get("schema", {})
+                ref = json_schema.get("$ref", "")
+                if (
+                    not content
+                    or ref.endswith(("/HTTPValidationError", "/ProblemBody"))
+                    or ("application/problem+json" in content)
+                ):
+                    response["content"] = problem
 
 
 class CatchAllMiddleware:

@@ -11,6 +11,7 @@ only when the earlier job failed (or expired) is a new one enqueued.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,7 +69,13 @@ def vet_queue(redis: Redis) -> Queue:
     return Queue(VET_QUEUE, connection=redis, serializer=JSONSerializer)
 
 
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,100}")
+"""What RQ accepts as a job id (it raises ``ValueError`` on anything else: a client's typo is a 404)."""
+
+
 def fetch_job(redis: Redis, job_id: str) -> Job | None:
+    if not _JOB_ID.fullmatch(job_id):
+        return None
     try:
         return Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
     except NoSuchJobError:

@@ -20,6 +20,7 @@ from service.error_handlers import install_error_handlers
 from service.metrics import ServiceMetrics
 from service.routes import adapters, health, jobs, webhooks
 from service.settings import ApiSettings
+from service.web import mount_web
 from workers.content_store import LocalContentStore
 from workers.contracts import loravet_version
 
@@ -50,6 +51,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
+    mount_web(app)  # the pages for people under /ui (docs/pages.md)
     return app
 
 

@@ -68,6 +68,9 @@ class ApiSettings(BaseSettings):
     """Accept webhook URLs on private, loopback and link-local addresses (on-prem receivers)."""
     public_url: str | None = None
     """Base URL used in links (``status_url``, ``report_url``, webhook payloads); default: the request's."""
+    session_secret: SecretStr | None = None
+    """Signs the web pages' session cookies (16+ characters); default: random per process, so
+    sessions end when the API restarts. Set it when several API replicas serve the pages."""
     log_level: str = "INFO"
 
     @field_validator("keys", "key_hashes", mode="before")

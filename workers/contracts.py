@@ -53,6 +53,12 @@ class RedisKeys:
     event = "loravet:event:{event_id}"  # the exact JSON body of a webhook event
     metric_job_latency = "loravet:metrics:job_latency"  # hash: bucket counters, sum, count
     metric_deliveries = "loravet:metrics:webhook_deliveries"  # hash: outcome -> count
+    recent_reports = "loravet:reports:recent"  # sorted set: report id -> created_at (epoch s)
+    recent_reports_by_verdict = "loravet:reports:recent:{verdict}"  # the same, one per verdict
+
+
+RECENT_REPORTS_KEPT = 10_000
+"""Newest reports listed by the web pages (per index); older ones stay in the store, unlisted."""
 
 
 JOB_LATENCY_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)

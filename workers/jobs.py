@@ -28,6 +28,7 @@ from rq.timeouts import JobTimeoutException
 from lora_io import LoraFileError
 from workers.contracts import (
     JOB_LATENCY_BUCKETS,
+    RECENT_REPORTS_KEPT,
     RedisKeys,
     Report,
     ReportCompletedData,
@@ -76,6 +77,7 @@ def vet_adapter(job_args: dict[str, Any]) -> dict[str, Any]:
         raise outcome
     report: Report = outcome
     runtime.store.put_bytes("reports", report.report_id, report.model_dump_json(indent=2).encode())
+    index_report(runtime.redis, report)
     job_id = job.id if job is not None else f"local-{report.report_id[:16]}"
     _finish_bookkeeping(runtime.redis, job_id, args)
     emit_event(
@@ -178,6 +180,24 @@ def deliver_webhook(job_args: dict[str, Any]) -> dict[str, Any] | Retry:
     if retry is not None:
         return retry
     return {"outcome": entry.outcome, "status_code": entry.status_code, "attempt": attempt}
+
+
+def index_report(redis: Redis, report: Report) -> None:
+    """List a stored report among the recent ones (all, and by verdict) for the web pages."""
+    score = report.created_at.timestamp()
+    with redis.pipeline() as p:
+        for index in (
+            RedisKeys.recent_reports,
+            RedisKeys.recent_reports_by_verdict.format(verdict=report.verdict),
+        ):
+            p.zadd(index, {report.report_id: score})
+            p.zremrangebyrank(index, 0, -RECENT_REPORTS_KEPT - 1)
+        for verdict in ("accept", "review", "reject"):
+            if verdict != report.verdict:  # a re-vetted report may have a new verdict
+                p.zrem(
+                    RedisKeys.recent_reports_by_verdict.format(verdict=verdict), report.report_id
+                )
+        p.execute()
 
 
 def _make_permanent(job: Job | None) -> None:

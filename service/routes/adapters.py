@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from lora_io import LoraFileError, load_adapter
+from lora_io import LoraFileError, check_adapter
 from service.auth import ApiKey
 from service.dependencies import ApiKeyDep, ServiceState, StateDep
 from service.error_handlers import Problem
@@ -137,8 +137,9 @@ def _accept(
         note_interest(redis, live.job_id, key, settings.result_ttl_s)
         state.metrics.uploads.labels(outcome="duplicate_job").inc()
         return answer(live.job_id, live.status)
-    # full validation before anything is stored (numpy only, no torch)
-    load_adapter(upload.path, config=upload.config, max_file_bytes=settings.max_upload_bytes)
+    # full validation before anything is stored (numpy only, no torch): load_adapter's checks,
+    # without building the factors the API has no use for (the worker builds them)
+    check_adapter(upload.path, config=upload.config, max_file_bytes=settings.max_upload_bytes)
     store.put_file("adapters", upload.sha256, upload.path)
     if upload.config is not None and upload.config_sha256 is not None:
         store.put_bytes("configs", upload.config_sha256, upload.config)
