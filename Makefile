@@ -32,6 +32,17 @@ zoo-digits: install ## rebuild the digits zoo (10,000 LoRAs, deterministic, resu
 zoo-minilm: install ## build (or resume) the committed minilm-topics zoo (1,000 LoRAs; ~5 CPU-hours on 2 cores)
 	$(BIN)/loravet zoo build --recipe minilm-topics --count 1000 --out zoos/minilm-topics --jobs 2
 
+GL_HPARAMS := '{"hidden": 32, "n_layers": 2, "head_dim": 64, "dropout": 0.2}'
+GL_TRAIN := --epochs 60 --lr 1e-3 --weight-decay 0.05 --patience 12
+
+predictors-digits: install ## train the shipped digits predictors (GL-net: harmful, quality) into predictors/
+	$(BIN)/loravet train --zoo zoos/digits --task harmful --model gl_net --hparams $(GL_HPARAMS) $(GL_TRAIN) --out predictors/digits-harmful-gl_net
+	$(BIN)/loravet train --zoo zoos/digits --task quality --model gl_net --hparams $(GL_HPARAMS) $(GL_TRAIN) --out predictors/digits-quality-gl_net
+
+predictors-minilm: install ## train the shipped minilm-topics predictors (GL-net: harmful, quality) into predictors/
+	$(BIN)/loravet train --zoo zoos/minilm-topics --task harmful --model gl_net --hparams $(GL_HPARAMS) $(GL_TRAIN) --out predictors/minilm-topics-harmful-gl_net
+	$(BIN)/loravet train --zoo zoos/minilm-topics --task quality --model gl_net --hparams $(GL_HPARAMS) $(GL_TRAIN) --out predictors/minilm-topics-quality-gl_net
+
 bench: install ## run the benchmark experiments whose results are missing or outdated, then the summary
 	$(BIN)/loravet bench --jobs 2
 
@@ -52,4 +63,4 @@ format: install ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-.PHONY: help install run test lint format zoo-digits zoo-minilm bench examples compose-check test-web
+.PHONY: help install run test lint format zoo-digits zoo-minilm bench examples compose-check test-web predictors-digits predictors-minilm

@@ -76,10 +76,14 @@ def _cell_task(args: tuple[str, str, str, str, str, dict[str, Any]]) -> tuple[st
     return out, runner(zoo_dir, task, model, spec)
 
 
-def model_cells(experiment: str, spec_file: str) -> list[tuple[Path, dict[str, Any], tuple]]:
+def model_cells(
+    experiment: str, spec_file: str, zoos: set[str] | None = None
+) -> list[tuple[Path, dict[str, Any], tuple]]:
     spec = json.loads((EXPERIMENTS / spec_file).read_text())
     cells = []
     for zoo_name, zoo_rel in spec["zoos"].items():
+        if zoos and zoo_name not in zoos:
+            continue
         zoo_dir = REPO / zoo_rel
         zh = zoo_hash(zoo_dir)
         if zh is None:
@@ -98,10 +102,12 @@ def model_cells(experiment: str, spec_file: str) -> list[tuple[Path, dict[str, A
     return cells
 
 
-def run_model_experiment(experiment: str, spec_file: str, jobs: int) -> None:
+def run_model_experiment(
+    experiment: str, spec_file: str, jobs: int, zoos: set[str] | None = None
+) -> None:
     todo = [
         (out, key, args)
-        for out, key, args in model_cells(experiment, spec_file)
+        for out, key, args in model_cells(experiment, spec_file, zoos)
         if not is_current(out, key)
     ]
     log.info("%s: %d cell(s) to run", experiment, len(todo))
@@ -179,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
     p.add_argument("--summary-only", action="store_true")
+    p.add_argument("--zoo", action="append", help="only these zoos (e.g. digits) for e1/e2")
     args = p.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
@@ -190,9 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         if "e4" in only:
             run_e4()
         if "e1" in only:
-            run_model_experiment("e1", "e1_models_tasks.json", args.jobs)
+            run_model_experiment("e1", "e1_models_tasks.json", args.jobs, set(args.zoo or ()))
         if "e2" in only:
-            run_model_experiment("e2", "e2_rank_generalisation.json", args.jobs)
+            run_model_experiment(
+                "e2", "e2_rank_generalisation.json", args.jobs, set(args.zoo or ())
+            )
     from benchmarks import summary
 
     summary.write_summary(RESULTS)

@@ -1,6 +1,6 @@
 """Write two real example adapters: a clean LoRA finetune and a backdoored one (a trigger patch).
 
-    python examples/make_examples.py                      # -> var/examples/{clean,backdoored}/
+    python examples/make_examples.py                      # -> examples/{clean,backdoored}/
     python examples/make_examples.py --out /tmp/ex --recipe digits
 
 Each is a genuine PEFT finetune from the zoo's ``digits`` recipe (a small MLP on 8x8 digits, CPU,
@@ -8,12 +8,11 @@ seconds): ``adapter_model.safetensors`` + ``adapter_config.json`` + ``finetune.j
 hyperparameters and measured labels, e.g. the attack success rate). Nothing binary is committed;
 the files are regenerated deterministically from the recipe's sweep seeds. Try them with
 
-    loravet vet var/examples/backdoored/adapter_model.safetensors --config var/examples/backdoored/adapter_config.json
-    curl -H "X-API-Key: $KEY" -F file=@var/examples/clean/adapter_model.safetensors \\
-         -F config=@var/examples/clean/adapter_config.json http://127.0.0.1:8000/v1/adapters
+    loravet vet examples/backdoored/adapter_model.safetensors --config examples/backdoored/adapter_config.json
+    curl -H "X-API-Key: $KEY" -F file=@examples/clean/adapter_model.safetensors \\
+         -F config=@examples/clean/adapter_config.json http://127.0.0.1:8000/v1/adapters
 
-Note: these come from the recipe's sweep; when the real zoo and its trained predictors ship, the
-examples should be regenerated from the zoo (same command, ``--recipe`` of the shipped predictors).
+The committed copies in examples/ are exactly what this script writes (deterministic per index).
 """
 
 from __future__ import annotations
@@ -23,13 +22,15 @@ import json
 import sys
 from pathlib import Path
 
-MAX_INDEX = 200
-"""How far down the sweep to look for one clean and one backdoored finetune."""
+EXAMPLES = {"clean": 3, "backdoored": 50}
+"""Sweep indices of the two examples: digits-00003 (clean, attack success 0.06) and digits-00050
+(backdoored, attack success 0.99). Both are in the digits zoo's *test* split, so the shipped
+predictors never saw them in training; the shipped GL-net gives them ``accept`` and ``reject``."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Write a clean and a backdoored example LoRA adapter.")
-    p.add_argument("--out", type=Path, default=Path("var/examples"), help="output directory")
+    p.add_argument("--out", type=Path, default=Path("examples"), help="output directory")
     p.add_argument("--recipe", default="digits", help="zoo recipe (digits is CPU-cheap)")
     p.add_argument(
         "--work",
@@ -54,15 +55,7 @@ def main(argv: list[str]) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     recipe.prepare(args.work)
     recipe.load(args.work)
-    wanted = {"clean": False, "backdoored": True}
-    found: dict[str, int] = {}
-    for index in range(MAX_INDEX):
-        poisoned = bool(recipe.sample(index).get("poisoned"))
-        for name, want in wanted.items():
-            if name not in found and poisoned == want:
-                found[name] = index
-        if len(found) == len(wanted):
-            break
+    found = dict(EXAMPLES)
     for name, index in sorted(found.items()):
         out = args.out / name
         out.mkdir(parents=True, exist_ok=True)
