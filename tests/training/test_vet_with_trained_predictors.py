@@ -20,14 +20,28 @@ from workers.vet_cli import main as vet_main
 def predictors(small_zoo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("predictors")
     for task in ("harmful", "quality"):
-        argv = ["--zoo", str(small_zoo), "--task", task, "--model", "gl_net", "--epochs", "3", "--out", str(root / task)]
+        argv = [
+            "--zoo",
+            str(small_zoo),
+            "--task",
+            task,
+            "--model",
+            "gl_net",
+            "--epochs",
+            "3",
+            "--out",
+            str(root / task),
+        ]
         assert train_main(argv) == 0
     return root
 
 
 def _vet(adapter: Path, config: Path, predictors: Path, capsys: pytest.CaptureFixture[str]) -> dict:
     capsys.readouterr()
-    assert vet_main([str(adapter), "--config", str(config), "--predictors", str(predictors), "--json"]) == 0
+    assert (
+        vet_main([str(adapter), "--config", str(config), "--predictors", str(predictors), "--json"])
+        == 0
+    )
     return json.loads(capsys.readouterr().out)
 
 
@@ -54,7 +68,9 @@ def _gl_transformed_copy(src: Path, config: Path, out: Path, seed: int) -> Path:
     return out / "adapter_model.safetensors"
 
 
-def test_vet_gives_verdicts_and_is_gl_invariant(small_zoo: Path, predictors: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_vet_gives_verdicts_and_is_gl_invariant(
+    small_zoo: Path, predictors: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     zoo = Zoo.open(small_zoo)
     held_out = zoo.ids("test") + zoo.ids("val")
     assert held_out
