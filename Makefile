@@ -55,6 +55,12 @@ compose-check: install ## validate docker-compose.yml with the compose binary (n
 test-web: install ## the web pages' tests only (headless Chromium; installs Debian's chromium via apt when root)
 	$(BIN)/python -m pytest -q tests/web
 
+soak: install ## reliability, security and load suite, full budget (~20 min; writes benchmarks/results/reliability/)
+	$(BIN)/python -m benchmarks.reliability --full
+
+soak-quick: install ## the same suite at the quick budget (~3 min; also part of make test)
+	$(BIN)/python -m benchmarks.reliability --quick
+
 lint: install ## ruff check and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -63,4 +69,4 @@ format: install ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-.PHONY: help install run test lint format zoo-digits zoo-minilm bench examples compose-check test-web predictors-digits predictors-minilm
+.PHONY: help install run test lint format zoo-digits zoo-minilm bench examples compose-check test-web predictors-digits predictors-minilm soak soak-quick

@@ -51,11 +51,35 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=args.host,
         port=args.port,
         proxy_headers=args.proxy_headers,
         log_level=settings.log_level.lower(),
     )
+    # after uvicorn configured its loggers: a key a client put in a URL never reaches the log
+    logging.getLogger("uvicorn.access").addFilter(RedactQueryValues())
+    uvicorn.Server(config).run()
     return 0
+
+
+class RedactQueryValues(logging.Filter):
+    """Access-log lines show query parameter names only (``?api_key=***``).
+
+    Keys belong in headers, but a client that puts one in the URL must not get it written to the
+    server's log; values of every parameter are hidden, since any name could carry a secret.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_query(a) if isinstance(a, str) and "?" in a else a for a in record.args
+            )
+        return True
+
+
+def redact_query(target: str) -> str:
+    path, _, query = target.partition("?")
+    names = [part.split("=", 1)[0] for part in query.split("&") if part]
+    return path + "?" + "&".join(f"{n}=***" for n in names)

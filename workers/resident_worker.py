@@ -23,9 +23,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
@@ -145,6 +148,7 @@ class VettingWorker(SimpleWorker):
         return self.runtime.settings.execution_ttl_s
 
     def register_birth(self) -> None:
+        self._clear_stale_registration()
         super().register_birth()
         infos = [i.model_dump(mode="json") for i in self.runtime.predictor_infos()]
         self.connection.set(
@@ -152,6 +156,33 @@ class VettingWorker(SimpleWorker):
             json.dumps(infos),
             ex=self.worker_ttl + 60,
         )
+
+    def _clear_stale_registration(self) -> None:
+        """Take over a registration under our name left by a dead process on this host.
+
+        RQ refuses to start a worker whose name is registered without a death mark, until that
+        registration expires (``worker_ttl + 60`` s). A worker restarted after SIGKILL or an OOM kill
+        under the same name (a container restart keeps host name and pid) would exit in a loop until
+        then. A registration from this host whose pid is ours or no longer runs is stale: it is
+        marked dead and replaced. Another host's, or a live process's, is left alone (RQ refuses).
+        """
+        raw = self.connection.hmget(self.key, ["hostname", "pid", "death"])
+        host, pid, death = (v.decode() if isinstance(v, bytes) else v for v in raw)
+        if death is not None or host is None or pid is None or host != socket.gethostname():
+            return
+        try:
+            old_pid = int(pid)
+        except ValueError:
+            return
+        if old_pid != os.getpid() and _pid_alive(old_pid):
+            return
+        log.warning(
+            "worker %s: the process registered under this name before (pid %s) died without "
+            "deregistering; taking its place",
+            self.name,
+            old_pid,
+        )
+        self.connection.hset(self.key, "death", datetime.now(UTC).isoformat())
 
     def register_death(self) -> None:
         self.connection.delete(RedisKeys.predictors.format(worker=self.name))
@@ -243,6 +274,16 @@ class VettingWorker(SimpleWorker):
         finally:
             stop.set()
             thread.join()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _is_vetting(job: Job, queue: Queue) -> bool:

@@ -11,7 +11,9 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import re
 import secrets
+import socket
 from urllib.parse import urlsplit
 
 
@@ -115,10 +117,7 @@ def check_callback_url(url: str, *, allow_private: bool) -> str:
         )
     if parts.fragment:
         raise CallbackAddressError("webhook URL must not have a #fragment")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        ip = None
+    ip = _ip_literal(host)
     if ip is not None:
         why = address_refusal(ip, allow_private=allow_private)
         if why:
@@ -127,3 +126,22 @@ def check_callback_url(url: str, *, allow_private: bool) -> str:
                 "(an operator can allow private ones with LORAVET_API_ALLOW_PRIVATE_WEBHOOKS and LORAVET_WORKER_ALLOW_PRIVATE_WEBHOOKS)"
             )
     return url
+
+
+_NUMERIC_HOST = re.compile(r"(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]+|[0-9]+)){0,3}")
+
+
+def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host names without any lookup: a standard literal, or one of the legacy IPv4
+    forms resolvers still accept (``2130706433``, ``0x7f000001``, ``127.1``, ``0177.0.0.1``), which
+    would otherwise pass as names and only be refused at delivery."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    if _NUMERIC_HOST.fullmatch(host):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None

@@ -12,8 +12,10 @@ finishes first; a second signal stops at once).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -112,18 +114,58 @@ def main(argv: list[str]) -> int:
     registry, device = load_registry(settings.predictor_dir, settings.device)
     runtime = WorkerRuntime(settings, redis=redis, registry=registry, device=device)
     set_runtime(runtime)
-    worker = VettingWorker(runtime)
-    log.info(
-        "worker %s on %s, queues %s, batch size %d",
-        worker.name,
-        device,
-        ",".join(settings.queues),
-        settings.batch_size,
+    while True:
+        worker = VettingWorker(runtime)
+        log.info(
+            "worker %s on %s, queues %s, batch size %d",
+            worker.name,
+            device,
+            ",".join(settings.queues),
+            settings.batch_size,
+        )
+        try:
+            worker.work(
+                burst=args.burst,
+                with_scheduler=settings.with_scheduler,
+                logging_level=settings.log_level,
+            )
+        except RedisError as exc:  # RQ's teardown talks to Redis too
+            log.warning("worker %s: Redis failed while the worker stopped: %s", worker.name, exc)
+        if args.burst or _stop_requested(worker):
+            return 0
+        # RQ's work loop quits when Redis goes away (a restart, a failover); a resident worker
+        # waits for it and serves again under the same name instead of exiting
+        log.warning(
+            "worker %s lost its Redis connection; serving again once Redis answers", worker.name
+        )
+        if not _wait_for_redis_or_signal(redis):
+            return 0
+        with contextlib.suppress(RedisError):
+            worker.register_death()  # its registration may have survived the restart (AOF)
+
+
+def _stop_requested(worker: object) -> bool:
+    """Whether the worker's loop ended on SIGINT/SIGTERM (RQ records the time of the request)."""
+    return bool(
+        getattr(worker, "_stop_requested", False)
+        or getattr(worker, "_shutdown_requested_date", None) is not None
     )
-    worker.work(
-        burst=args.burst, with_scheduler=settings.with_scheduler, logging_level=settings.log_level
-    )
-    return 0
+
+
+def _wait_for_redis_or_signal(redis: Redis) -> bool:
+    """Wait for Redis with our own SIGINT/SIGTERM handlers; False when a stop was requested."""
+    stop = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, lambda signum, frame: stop.append(signum))
+    try:
+        while not stop:
+            if wait_for_redis(redis, 1.0):
+                return True
+        return False
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 NATIVE_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
