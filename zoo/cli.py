@@ -1,0 +1,135 @@
+"""``loravet zoo``: build or verify a zoo of real LoRA finetunes with measured labels.
+
+    loravet zoo build --recipe digits --count 10000 --out zoos/digits --jobs 2
+    loravet zoo build --recipe minilm-topics --count 1000 --out zoos/minilm-topics --jobs 1
+    loravet zoo build --recipe digits --count 4 --out /tmp/tiny --steps-scale 0.05   # CPU smoke
+    loravet zoo verify zoos/digits --sample 20
+    loravet zoo index zoos/digits          # regenerate manifest/splits/zoo.json only
+
+Exit codes: 0 success, 1 verify found a mismatch or the build failed, 2 bad input (one line
+``error: ...`` on stderr, never a traceback).
+"""
+
+from __future__ import annotations
+
+import os
+
+# One thread per process, for BLAS too: these must be set before numpy loads its BLAS (spawned
+# workers inherit them). Two processes each spinning two BLAS threads on a two-core machine
+# thrash; a small SVD then takes minutes instead of milliseconds.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from zoo.recipes import RECIPES, UnknownRecipeError  # noqa: E402
+
+
+class _UsageError(Exception):
+    """Raised instead of argparse's exit so that bad input is one ``error:`` line and exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="loravet zoo", description="Build or verify a zoo of real LoRA finetunes."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    build = sub.add_parser("build", help="finetune LoRAs 0..N-1 of a recipe (resumable)")
+    build.add_argument("--recipe", required=True, help=f"one of: {', '.join(RECIPES)}")
+    build.add_argument("--count", type=int, required=True, help="number of LoRAs (indices 0..N-1)")
+    build.add_argument(
+        "--out", type=Path, required=True, help="zoo directory (created; resumed if present)"
+    )
+    build.add_argument(
+        "--jobs", type=int, default=1, help="worker processes, one torch thread each"
+    )
+    build.add_argument(
+        "--steps-scale",
+        type=float,
+        default=1.0,
+        help="multiply training steps/epochs (e.g. 0.05 for smoke tests)",
+    )
+    build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    verify = sub.add_parser(
+        "verify", help="check files and rebuild a random sample from recorded seeds"
+    )
+    verify.add_argument("zoo_dir", type=Path, help="zoo directory")
+    verify.add_argument("--sample", type=int, default=5, help="number of LoRAs to rebuild")
+    verify.add_argument("--seed", type=int, default=0, help="which random sample")
+    verify.add_argument(
+        "--tolerance", type=float, default=0.02, help="allowed difference of accuracy labels"
+    )
+    index = sub.add_parser("index", help="regenerate manifest.jsonl, splits.json and zoo.json")
+    index.add_argument("zoo_dir", type=Path, help="zoo directory")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``loravet zoo``; returns the exit code."""
+    try:
+        args = _parser().parse_args(argv)
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    try:
+        return _dispatch(args)
+    except UnknownRecipeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from zoo.build_zoo import BuildConfig, ZooBuildError, build_zoo
+    from zoo.verify_zoo import ZooVerifyError, verify_zoo
+
+    try:
+        if args.command == "build":
+            if args.recipe not in RECIPES:
+                raise UnknownRecipeError(
+                    f"unknown recipe {args.recipe!r}; accepted: {', '.join(RECIPES)}"
+                )
+            if not 0 < args.steps_scale <= 10:
+                raise ZooBuildError(f"--steps-scale must be in (0, 10] (got {args.steps_scale})")
+            cfg = BuildConfig(
+                args.recipe, args.count, args.out, args.jobs, args.steps_scale, not args.no_progress
+            )
+            count = build_zoo(cfg)
+            print(f"zoo {args.out}: {count} LoRAs ({args.recipe}); log in {args.out / 'build.log'}")
+            return 0
+        if args.command == "verify":
+            if args.sample < 1:
+                raise ZooVerifyError(f"--sample must be at least 1 (got {args.sample})")
+            return 0 if verify_zoo(args.zoo_dir, args.sample, args.seed, args.tolerance) else 1
+        return _index(args.zoo_dir)
+    except (ZooBuildError, ZooVerifyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _index(zoo_dir: Path) -> int:
+    from zoo.recipes import make_recipe
+    from zoo.zoo_manifest import read_finetune_rows, write_index
+
+    if not zoo_dir.is_dir():
+        print(f"error: zoo directory {zoo_dir} does not exist", file=sys.stderr)
+        return 2
+    rows = read_finetune_rows(zoo_dir)
+    if not rows:
+        print(f"error: {zoo_dir} holds no finished LoRAs", file=sys.stderr)
+        return 2
+    recipe = make_recipe(rows[0]["recipe"], rows[0]["hyperparameters"]["steps_scale"])
+    count = write_index(zoo_dir, recipe.membership_names, recipe.spec.description)
+    print(f"zoo {zoo_dir}: indexed {count} LoRAs")
+    return 0

@@ -1,0 +1,175 @@
+"""Per-LoRA result files -> ``manifest.jsonl``, ``splits.json`` and ``zoo.json``.
+
+The per-LoRA ``<id>/finetune.json`` (written atomically with the adapter) is the single source of
+truth; the three zoo-level files are always regenerated from all of them, so a build that was
+interrupted and resumed, or run by several processes, stays consistent.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import statistics
+import time
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from zoo.zoo_splits import make_splits
+
+FINETUNE_FILE = "finetune.json"
+MANIFEST_FILE = "manifest.jsonl"
+SPLITS_FILE = "splits.json"
+ZOO_FILE = "zoo.json"
+ZOO_FORMAT = "loravet-zoo/1"
+_VERSIONED = ("torch", "peft", "transformers", "safetensors", "numpy", "scikit-learn", "loravet")
+
+
+@functools.cache
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide a finetune's bits (read from metadata, no imports)."""
+    import platform
+
+    out = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def write_json_atomic(path: Path, doc: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def read_finetune_rows(zoo_dir: Path) -> list[dict[str, Any]]:
+    """All finished LoRAs (directories holding a ``finetune.json``), sorted by index."""
+    rows = []
+    for child in zoo_dir.iterdir():
+        result = child / FINETUNE_FILE
+        if child.is_dir() and not child.name.startswith(".") and result.is_file():
+            rows.append(json.loads(result.read_text()))
+    return sorted(rows, key=lambda r: (r["recipe"], int(r["index"])))
+
+
+def read_manifest(zoo_dir: Path) -> list[dict[str, Any]]:
+    with (zoo_dir / MANIFEST_FILE).open() as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _summary(values: list[float]) -> dict[str, float | int | None]:
+    if not values:
+        return {"n": 0, "mean": None, "std": None, "min": None, "median": None, "max": None}
+    ordered = sorted(values)
+
+    def q(p: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(p * (len(ordered) - 1) + 0.5))], 4)
+
+    return {
+        "n": len(values),
+        "mean": round(statistics.fmean(values), 4),
+        "std": round(statistics.pstdev(values), 4),
+        "min": round(ordered[0], 4),
+        "p10": q(0.1),
+        "p25": q(0.25),
+        "median": round(statistics.median(values), 4),
+        "p75": q(0.75),
+        "p90": q(0.9),
+        "max": round(ordered[-1], 4),
+    }
+
+
+def label_statistics(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Headline label statistics: how many harmful, quality spread, ASR by harmful status."""
+    labels = [r["labels"] for r in rows]
+    n = len(labels)
+    status = Counter(
+        {True: "harmful", False: "clean", None: "backdoor_failed"}[lab["harmful"]] for lab in labels
+    )
+    poisoned = sum(1 for lab in labels if lab["poisoned"])
+
+    def asr(kind: str) -> dict[str, Any]:
+        want = {"harmful": True, "clean": False, "backdoor_failed": None}[kind]
+        return _summary([lab["attack_success_rate"] for lab in labels if lab["harmful"] is want])
+
+    return {
+        "count": n,
+        "poisoned": poisoned,
+        "harmful": status["harmful"],
+        "clean": status["clean"],
+        "backdoor_failed": status["backdoor_failed"],
+        "harmful_fraction": round(status["harmful"] / n, 4) if n else None,
+        "backdoor_take_rate": round(status["harmful"] / poisoned, 4) if poisoned else None,
+        "quality": _summary([lab["quality"] for lab in labels]),
+        "base_quality": _summary([lab["base_quality"] for lab in labels]),
+        "quality_change": _summary([lab["quality"] - lab["base_quality"] for lab in labels]),
+        "attack_success_rate": {k: asr(k) for k in ("harmful", "clean", "backdoor_failed")},
+        "base_attack_success_rate": _summary([lab["base_attack_success_rate"] for lab in labels]),
+        "eval_seconds": _summary([lab["eval_seconds"] for lab in labels]),
+        "n_train": _summary([float(lab["n_train"]) for lab in labels]),
+        "ranks": {
+            str(k): v for k, v in sorted(Counter(int(lab["rank"]) for lab in labels).items())
+        },
+    }
+
+
+def make_zoo_doc(
+    rows: list[dict[str, Any]], membership_names: tuple[str, ...], description: str
+) -> dict[str, Any]:
+    """The ``zoo.json`` document: recipe, provenance, versions, build time, label statistics."""
+    first = rows[0]
+    versions = sorted({json.dumps(r["provenance"]["versions"], sort_keys=True) for r in rows})
+    prov_keys = sorted({k for r in rows for k in r["provenance"] if k != "versions"})
+    provenance = {}
+    for key in prov_keys:
+        seen = sorted({str(r["provenance"].get(key)) for r in rows})
+        provenance[key] = seen[0] if len(seen) == 1 else seen
+    finished = sorted(r["finished_at"] for r in rows)
+    timings = [r["timings"] for r in rows]
+    return {
+        "format": ZOO_FORMAT,
+        "recipe": first["recipe"],
+        "description": description,
+        "base_model": first["base_model"],
+        "count": len(rows),
+        "steps_scale": first["hyperparameters"]["steps_scale"],
+        "membership": {"key": first["membership_key"], "names": list(membership_names)},
+        "provenance": provenance,
+        "versions": json.loads(versions[0])
+        if len(versions) == 1
+        else [json.loads(v) for v in versions],
+        "build": {
+            "first_finished": finished[0],
+            "last_finished": finished[-1],
+            "lora_seconds_total": round(sum(t["total_seconds"] for t in timings), 1),
+            "lora_seconds": _summary([t["total_seconds"] for t in timings]),
+            "train_seconds": _summary([t["train_seconds"] for t in timings]),
+            "indexed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+        "labels": label_statistics(rows),
+    }
+
+
+def write_index(zoo_dir: Path, membership_names: tuple[str, ...], description: str) -> int:
+    """Regenerate ``manifest.jsonl``, ``splits.json`` and ``zoo.json``; return the LoRA count."""
+    rows = read_finetune_rows(zoo_dir)
+    if not rows:
+        return 0
+    recipes = {r["recipe"] for r in rows}
+    if len(recipes) != 1:
+        raise ValueError(f"zoo {zoo_dir} mixes recipes {sorted(recipes)}; one recipe per zoo")
+    tmp = zoo_dir / f".{MANIFEST_FILE}.{os.getpid()}.tmp"
+    with tmp.open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, sort_keys=False) + "\n")
+    os.replace(tmp, zoo_dir / MANIFEST_FILE)
+    write_json_atomic(
+        zoo_dir / SPLITS_FILE, make_splits(rows, rows[0]["recipe"], rows[0]["membership_key"])
+    )
+    write_json_atomic(zoo_dir / ZOO_FILE, make_zoo_doc(rows, membership_names, description))
+    return len(rows)
