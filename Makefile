@@ -26,6 +26,17 @@ run: install ## start the service on localhost (embedded Redis, API, one worker)
 test: install ## run the whole test suite
 	$(BIN)/python -m pytest -q
 
+zoo-smoke: install ## tiny zoos of both recipes, built and verified (CPU, ~2 min)
+	rm -rf var/zoo-smoke
+	$(BIN)/loravet zoo build --recipe digits --count 8 --out var/zoo-smoke/digits --steps-scale 0.05 --no-progress
+	$(BIN)/loravet zoo verify var/zoo-smoke/digits --sample 2
+	$(BIN)/loravet zoo build --recipe minilm-topics --count 4 --out var/zoo-smoke/minilm-topics --steps-scale 0.05 --no-progress
+	$(BIN)/loravet zoo verify var/zoo-smoke/minilm-topics --sample 1
+
+zoo-verify: install ## rebuild a sample of each zoo from its recorded seeds and compare the labels
+	$(BIN)/loravet zoo verify zoos/digits --sample 5
+	$(BIN)/loravet zoo verify zoos/minilm-topics --sample 5
+
 zoo-digits: install ## rebuild the digits zoo (10,000 LoRAs, deterministic, resumable; ~20 min on 2 cores)
 	$(BIN)/loravet zoo build --recipe digits --count 10000 --out zoos/digits --jobs 2
 
@@ -69,4 +80,4 @@ format: install ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-.PHONY: help install run test lint format zoo-digits zoo-minilm bench examples compose-check test-web predictors-digits predictors-minilm soak soak-quick
+.PHONY: help install run test lint format zoo-digits zoo-minilm bench examples compose-check test-web predictors-digits predictors-minilm soak soak-quick zoo-smoke zoo-verify
