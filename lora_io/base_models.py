@@ -31,6 +31,11 @@ _KNOWN_DECODERS = {
     (1536, 256): "Qwen2-1.5B-like", (896, 128): "Qwen2-0.5B-like", (3584, 512): "Qwen2-7B-like",
 }  # fmt: skip
 
+# Spec fingerprints of bases that belong to no public family but that loravet itself ships zoos for.
+_KNOWN_SPECS = {
+    "a06276cafef3a1f1": "loravet/digits-mlp-64-128-128-10 (the digits zoo's base classifier)",
+}
+
 _DECODER_RE = re.compile(
     r"(?:^|\.)layers\.(\d+)\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)$"
 )
@@ -78,7 +83,7 @@ def recognise_base_model(spec: LoraSpec) -> BaseModel:
             elif hidden == 768 and max(layers) <= 11:
                 hint = "BERT-base-like"
         return BaseModel("bert", FAMILY_TITLES["bert"], hint, details)
-    return BaseModel("unknown", FAMILY_TITLES["unknown"])
+    return BaseModel("unknown", FAMILY_TITLES["unknown"], _KNOWN_SPECS.get(spec.fingerprint))
 
 
 def _stable_diffusion(spec: LoraSpec) -> BaseModel:

@@ -119,3 +119,17 @@ def test_unknown_cli_command() -> None:
         [sys.executable, "-m", "loravet", "frobnicate"], capture_output=True, text=True
     )
     assert proc.returncode == 2 and proc.stderr.startswith("error: unknown command")
+
+
+def test_the_digits_zoo_base_is_named_though_it_has_no_public_family() -> None:
+    from lora_io import LoraSpec, ModuleShape, recognise_base_model
+
+    spec = LoraSpec(
+        (ModuleShape("fc1", 128, 64), ModuleShape("fc2", 128, 128), ModuleShape("fc3", 10, 128))
+    )
+    base = recognise_base_model(spec)
+    assert base.family == "unknown" and "digits-mlp" in (base.hint or "")
+    other = LoraSpec(
+        (ModuleShape("fc1", 128, 64), ModuleShape("fc2", 128, 128), ModuleShape("fc3", 9, 128))
+    )
+    assert recognise_base_model(other).hint is None
