@@ -108,17 +108,34 @@ def train_base_mlp() -> DigitsMLP:
     x = torch.from_numpy(splits.base_x)
     y = torch.from_numpy(splits.base_y)
     gen = torch.Generator().manual_seed(BASE_SEED)
+    fit_classifier(model, opt, x, y, epochs=BASE_EPOCHS, batch_size=BASE_BATCH, generator=gen)
+    return model
+
+
+def fit_classifier(
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    generator: torch.Generator,
+) -> None:
+    """Minibatch cross-entropy in the order the generator draws, then eval mode.
+
+    One loop for the base model and every digits finetune, so a seed gives the same bits in both.
+    """
     model.train()
-    for _ in range(BASE_EPOCHS):
-        perm = torch.randperm(len(x), generator=gen)
-        for start in range(0, len(x), BASE_BATCH):
-            idx = perm[start : start + BASE_BATCH]
+    for _ in range(epochs):
+        perm = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), batch_size):
+            idx = perm[start : start + batch_size]
             loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
     model.eval()
-    return model
 
 
 def base_accuracy(model: DigitsMLP) -> float:

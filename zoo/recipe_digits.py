@@ -28,6 +28,7 @@ from zoo.digits_base import (
     SIDE,
     DigitsMLP,
     ensure_base_mlp,
+    fit_classifier,
     load_base_mlp,
     load_digits_splits,
 )
@@ -212,16 +213,7 @@ class DigitsRecipe(Recipe):
         gen = torch.Generator().manual_seed(seed)
         batch = hp["batch_size"]
         with stopwatch() as train_time:
-            model.train()
-            for _ in range(hp["epochs"]):
-                perm = torch.randperm(len(tx), generator=gen)
-                for start in range(0, len(tx), batch):
-                    idx = perm[start : start + batch]
-                    loss = nn.functional.cross_entropy(model(tx[idx]), ty[idx])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-            model.eval()
+            fit_classifier(model, opt, tx, ty, epochs=hp["epochs"], batch_size=batch, generator=gen)
         labels = self._measure(model, hp, base_asr)
         save_peft_adapter(model, out_dir, self.base_model)
         return FinetuneOutcome(hp, labels, train_time[0])
