@@ -1,5 +1,10 @@
 """HTTP helpers of the suite: uploads (multipart built by hand, so hostile filenames go on the wire
-exactly as written), polling a job to its end, and percentiles."""
+exactly as written, and streamed in 1 MiB chunks), polling a job to its end, and percentiles.
+
+Why stream: httpx given one ``bytes`` body of 151 MB spends about 1.2 s of CPU sending it on this
+machine, against 0.2 s for the same body as an iterator of 1 MiB chunks (and 0.19 s for
+``http.client``, 0.34 s for curl). The suite measures the service, so its client sends the way a
+hub's uploader streaming a file does, not with a client-side quirk on the shared cores."""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import math
 import secrets
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -33,6 +39,16 @@ def multipart_body(
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+STREAM_CHUNK = 1 << 20
+
+
+def body_chunks(body: bytes, size: int = STREAM_CHUNK) -> Iterator[bytes]:
+    """``body`` as ``size``-byte pieces (the last shorter), for a streamed request with a Content-Length."""
+    view = memoryview(body)
+    for at in range(0, len(body), size):
+        yield bytes(view[at : at + size])
+
+
 def upload(
     client: httpx.Client,
     base: str,
@@ -46,11 +62,13 @@ def upload(
 ) -> httpx.Response:
     headers = {"X-API-Key": key}
     if raw and config is None:
-        headers["content-type"] = "application/octet-stream"
-        return client.post(f"{base}/v1/adapters", content=data, headers=headers, timeout=timeout)
-    body, ctype = multipart_body(data, config, filename=filename)
-    headers["content-type"] = ctype
-    return client.post(f"{base}/v1/adapters", content=body, headers=headers, timeout=timeout)
+        body, headers["content-type"] = data, "application/octet-stream"
+    else:
+        body, headers["content-type"] = multipart_body(data, config, filename=filename)
+    headers["content-length"] = str(len(body))
+    return client.post(
+        f"{base}/v1/adapters", content=body_chunks(body), headers=headers, timeout=timeout
+    )
 
 
 def wait_job(
