@@ -2,8 +2,17 @@
 
 LoRAs trained on the same topic/class subset share most of their training data, so a split that
 put one in train and another in test would leak (above all for the membership task). Splits are
-therefore by *group* (the membership vector), and a group's split is a hash of (recipe, group):
-stable as the zoo grows, independent of file order, and the same on every machine.
+therefore by *group* (the membership vector).
+
+Why not hash each group to a split: group sizes are uneven (in digits one subset, "all ten
+classes", holds 12.5% of the zoo), so a per-group coin gave 84/7/9 instead of 80/10/10. Instead the
+groups are put in a fixed pseudo-random order (sha256 of recipe and group, the same on every
+machine and independent of file order) and laid end to end; a group goes to the split its midpoint
+falls in, against cut points at 80% and 90% of the LoRAs. Each split then misses its share by at
+most half a group at each cut. A group too big to fit a held-out split (more than half of one) is
+put in train first and the cut points are moved so that the fractions still hold. The price: a
+LoRA's split can change as a zoo grows, so splits are recomputed (``loravet zoo index``) and
+models trained on a zoo's final split.
 
 Rank generalisation (the paper's "train on rank 4, test on other ranks"): train and val are the
 rank-4 LoRAs of the train and val splits; test holds, per rank, the LoRAs outside the train split
@@ -21,17 +30,28 @@ FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 TRAIN_RANK = 4
 
 
-def split_of_group(recipe: str, group: str) -> str:
-    """``train`` / ``val`` / ``test`` for a group key, by a uniform hash in [0, 1)."""
-    u = (
-        int.from_bytes(
-            hashlib.sha256(f"loravet-zoo-split/{recipe}/{group}".encode()).digest()[:8], "big"
-        )
-        / 2**64
-    )
-    if u < FRACTIONS["train"]:
-        return "train"
-    return "val" if u < FRACTIONS["train"] + FRACTIONS["val"] else "test"
+def group_order(recipe: str, group: str) -> bytes:
+    """The sort key that puts a zoo's groups in their fixed pseudo-random order."""
+    return hashlib.sha256(f"loravet-zoo-split/{recipe}/{group}".encode()).digest()
+
+
+def assign_groups(sizes: dict[str, int], recipe: str) -> dict[str, str]:
+    """``train`` / ``val`` / ``test`` per group, each split near its fraction of the LoRAs."""
+    total = sum(sizes.values())
+    held_out = min(FRACTIONS["val"], FRACTIONS["test"]) * total
+    big = {g for g, n in sizes.items() if n > held_out / 2}
+    split_of = dict.fromkeys(big, "train")
+    rest = sorted((g for g in sizes if g not in big), key=lambda g: group_order(recipe, g))
+    rest_total = total - sum(sizes[g] for g in big)
+    # cut points within the remaining LoRAs, so that train (big groups included) keeps its share
+    train_cut = max(0.0, FRACTIONS["train"] * total - (total - rest_total))
+    val_cut = train_cut + FRACTIONS["val"] * total
+    at = 0
+    for g in rest:
+        mid = at + sizes[g] / 2
+        split_of[g] = "train" if mid < train_cut else "val" if mid < val_cut else "test"
+        at += sizes[g]
+    return split_of
 
 
 def group_key(row: dict[str, Any], membership_key: str) -> str:
@@ -43,8 +63,10 @@ def make_splits(rows: list[dict[str, Any]], recipe: str, membership_key: str) ->
     """The ``splits.json`` document for manifest rows (sorted by index)."""
     parts: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     split_by_id = {}
+    groups = Counter(group_key(r, membership_key) for r in rows)
+    split_of = assign_groups(dict(groups), recipe)
     for row in rows:
-        split = split_of_group(recipe, group_key(row, membership_key))
+        split = split_of[group_key(row, membership_key)]
         parts[split].append(row["id"])
         split_by_id[row["id"]] = split
     ranks = sorted({int(row["labels"]["rank"]) for row in rows})
@@ -57,11 +79,12 @@ def make_splits(rows: list[dict[str, Any]], recipe: str, membership_key: str) ->
             if int(r["labels"]["rank"]) == rank and split_by_id[r["id"]] in allowed
         ]
     at_rank = [r for r in rows if int(r["labels"]["rank"]) == TRAIN_RANK]
-    groups = Counter(group_key(r, membership_key) for r in rows)
     return {
         "method": (
-            f"grouped by the {membership_key} membership vector; a group's split is "
-            "sha256('loravet-zoo-split/<recipe>/<group>') mapped to [0,1) against 0.8/0.9"
+            f"grouped by the {membership_key} membership vector; groups ordered by "
+            "sha256('loravet-zoo-split/<recipe>/<group>') and laid end to end, each assigned by "
+            "its midpoint against cut points at 80% and 90% of the LoRAs (groups larger than half "
+            "a held-out split go to train first)"
         ),
         "group_by": membership_key,
         "fractions": FRACTIONS,
