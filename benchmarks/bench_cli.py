@@ -4,7 +4,7 @@
     loravet bench --only e3       # one experiment
     loravet bench --summary-only  # regenerate SUMMARY.md and the plots from committed results
 
-A result is outdated when its experiment spec, the zoo manifest it used, or the source of
+A result is outdated when its experiment spec, the zoo (manifest and splits) it used, or the source of
 ``models/`` / ``training/`` changed since it was written. Results are JSON under
 ``benchmarks/results/`` with provenance (git sha, package versions, machine).
 """
@@ -45,8 +45,12 @@ def spec_hash(obj: Any) -> str:
 
 
 def zoo_hash(zoo_dir: Path) -> str | None:
-    manifest = zoo_dir / "manifest.jsonl"
-    return file_sha256(manifest)[:16] if manifest.is_file() else None
+    """Hash of what a model result depends on in a zoo: its LoRAs and labels, and its splits."""
+    manifest, splits = zoo_dir / "manifest.jsonl", zoo_dir / "splits.json"
+    if not manifest.is_file():
+        return None
+    parts = [file_sha256(manifest), file_sha256(splits) if splits.is_file() else ""]
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
 
 
 def is_current(path: Path, key: dict[str, Any]) -> bool:

@@ -168,8 +168,9 @@ def write_index(zoo_dir: Path, membership_names: tuple[str, ...], description: s
         for row in rows:
             fh.write(json.dumps(row, sort_keys=False) + "\n")
     os.replace(tmp, zoo_dir / MANIFEST_FILE)
-    write_json_atomic(
-        zoo_dir / SPLITS_FILE, make_splits(rows, rows[0]["recipe"], rows[0]["membership_key"])
-    )
-    write_json_atomic(zoo_dir / ZOO_FILE, make_zoo_doc(rows, membership_names, description))
+    splits = make_splits(rows, rows[0]["recipe"], rows[0]["membership_key"])
+    write_json_atomic(zoo_dir / SPLITS_FILE, splits)
+    doc = make_zoo_doc(rows, membership_names, description)
+    doc["splits"] = {"counts": splits["counts"], "n_groups": splits["n_groups"]}
+    write_json_atomic(zoo_dir / ZOO_FILE, doc)
     return len(rows)
