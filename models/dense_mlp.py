@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from lora_io.lora_spec import LoraSpec
+from models.config_checks import check_config
 from models.lora_batch import LoraBatch, check_spec
 from models.mlp_block import MLPBlock
 
@@ -48,11 +49,7 @@ class DenseMLPConfig:
     max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES
 
     def __post_init__(self) -> None:
-        for name in ("hidden", "n_layers", "max_dense_bytes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Invalid {name}: {getattr(self, name)!r} (must be >= 1)")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"Invalid dropout: {self.dropout!r} (must be in [0, 1))")
+        check_config(self, positive=("hidden", "n_layers", "max_dense_bytes"))
 
 
 class DenseMLP(nn.Module):

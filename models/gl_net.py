@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from lora_io.lora_spec import LoraSpec
+from models.config_checks import check_config
 from models.gl_layers import GLHiddenBlock, GLInputLinear, GLInvariantHead
 from models.lora_batch import LoraBatch, check_spec
 
@@ -43,11 +44,7 @@ class GLNetConfig:
     input_norm: Literal["none", "fitted"] = "fitted"
 
     def __post_init__(self) -> None:
-        for name in ("hidden", "n_layers", "head_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Invalid {name}: {getattr(self, name)!r} (must be >= 1)")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"Invalid dropout: {self.dropout!r} (must be in [0, 1))")
+        check_config(self, positive=("hidden", "n_layers", "head_dim"))
         if self.pool not in ("flatten", "mean"):
             raise ValueError(f"Invalid pool: {self.pool!r} (flatten or mean)")
         if self.input_norm not in ("none", "fitted"):

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from lora_io.lora_spec import LoraSpec
+from models.config_checks import check_config
 from models.lora_batch import LoraBatch, check_spec, group_to_spec_order, spec_groups
 from models.mlp_block import MLPBlock
 
@@ -30,15 +31,11 @@ class ModuleTransformerConfig:
     dropout: float = 0.1
 
     def __post_init__(self) -> None:
-        for name in ("max_rank", "d_model", "n_heads", "n_layers", "ff_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Invalid {name}: {getattr(self, name)!r} (must be >= 1)")
+        check_config(self, positive=("max_rank", "d_model", "n_heads", "n_layers", "ff_dim"))
         if self.d_model % self.n_heads:
             raise ValueError(
                 f"Invalid n_heads: {self.n_heads!r} (must divide d_model={self.d_model})"
             )
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"Invalid dropout: {self.dropout!r} (must be in [0, 1))")
 
 
 class ModuleTransformer(nn.Module):

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from lora_io.lora_spec import LoraSpec
+from models.config_checks import check_config
 from models.lora_batch import LoraBatch, check_spec, spec_groups
 from models.mlp_block import MLPBlock
 
@@ -33,11 +34,7 @@ class OAlignMLPConfig:
     dropout: float = 0.1
 
     def __post_init__(self) -> None:
-        for name in ("max_rank", "hidden", "n_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Invalid {name}: {getattr(self, name)!r} (must be >= 1)")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"Invalid dropout: {self.dropout!r} (must be in [0, 1))")
+        check_config(self, positive=("max_rank", "hidden", "n_layers"))
 
 
 class OAlignMLP(nn.Module):

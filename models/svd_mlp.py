@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from lora_io.lora_spec import LoraSpec
+from models.config_checks import check_config
 from models.feature_standardizer import FeatureStandardizer
 from models.lora_batch import LoraBatch, check_spec
 from models.lora_spectrum import top_singular_values
@@ -32,11 +33,7 @@ class SVDMLPConfig:
     standardize: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("max_rank", "hidden", "n_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Invalid {name}: {getattr(self, name)!r} (must be >= 1)")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"Invalid dropout: {self.dropout!r} (must be in [0, 1))")
+        check_config(self, positive=("max_rank", "hidden", "n_layers"))
 
 
 class SVDMLP(nn.Module):
