@@ -6,6 +6,7 @@ adapter.modules[0].U @ adapter.modules[0].V.T   # the weight delta PEFT would ap
 """
 
 from lora_io.adapter_config import AdapterConfig, parse_adapter_config
+from lora_io.adapter_paths import resolve_adapter_paths
 from lora_io.base_models import BaseModel, recognise_base_model
 from lora_io.checks import CheckResult, run_checks
 from lora_io.errors import (
@@ -33,5 +34,5 @@ __all__ = [
     "ModuleKeys", "ModuleShape", "NonFiniteWeightsError", "NotALoraError", "NotSafetensorsError",
     "PickleFileError", "RankMismatchError", "SafetensorsHeader", "TensorInfo", "UnpairedFactorError",
     "UnsupportedDtypeError", "UnsupportedVariantError", "check_adapter", "load_adapter", "parse_adapter_config",
-    "parse_header", "parse_keys", "read_header", "recognise_base_model", "run_checks",
+    "parse_header", "parse_keys", "read_header", "recognise_base_model", "resolve_adapter_paths", "run_checks",
 ]  # fmt: skip

@@ -11,9 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
+from lora_io.adapter_paths import resolve_adapter_paths
 from lora_io.checks import run_checks
 from lora_io.errors import LoraFileError
 from lora_io.lora_adapter import LoraAdapter, load_adapter
@@ -88,21 +88,25 @@ def main(argv: list[str] | None = None) -> int:
         description="Summarise and statically check a LoRA safetensors file.",
     )
     parser.add_argument(
-        "path", help="adapter_model.safetensors (PEFT), a kohya or a diffusers LoRA file"
+        "path",
+        help="a PEFT adapter directory, adapter_model.safetensors, or a kohya or diffusers LoRA file",
     )
     parser.add_argument(
         "--config",
-        help="adapter_config.json (PEFT): gives lora_alpha, rsLoRA and rank/alpha patterns",
+        help="adapter_config.json (PEFT): gives lora_alpha, rsLoRA and rank/alpha patterns "
+        "(found by itself in an adapter directory)",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON object instead of text")
     args = parser.parse_args(argv)
     try:
-        for p in filter(None, (args.path, args.config)):
-            if not Path(p).is_file():
-                raise LoraFileError(f"{p}: no such file")
-        adapter = load_adapter(args.path, config=args.config)
+        weights, config = resolve_adapter_paths(args.path, args.config)
     except LoraFileError as exc:
-        print(f"error: {args.path}: {exc.message}", file=sys.stderr)
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    try:
+        adapter = load_adapter(weights, config=config)
+    except LoraFileError as exc:
+        print(f"error: {weights}: {exc.message}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"error: cannot read {exc.filename or args.path}: {exc.strerror}", file=sys.stderr)

@@ -1,5 +1,6 @@
 """``loravet vet``: the full vetting report of one adapter on this machine, no server needed.
 
+    loravet vet ./my-adapter                # a PEFT adapter directory (its config is read too)
     loravet vet adapter_model.safetensors --config adapter_config.json
     loravet vet adapter_model.safetensors --json > report.json
     loravet vet lora.safetensors --predictors ./predictors
@@ -16,7 +17,7 @@ import logging
 import sys
 from pathlib import Path
 
-from lora_io import LoraFileError
+from lora_io import LoraFileError, resolve_adapter_paths
 from loravet import SHIPPED_PREDICTORS
 from workers.contracts import Report
 
@@ -27,9 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="loravet vet", description="Vet one LoRA adapter and print its report."
     )
-    p.add_argument("adapter", type=Path, help="the .safetensors file")
+    p.add_argument("adapter", type=Path, help="the .safetensors file, or a PEFT adapter directory")
     p.add_argument(
-        "--config", type=Path, help="its adapter_config.json (PEFT keeps lora_alpha there)"
+        "--config",
+        type=Path,
+        help="its adapter_config.json (PEFT keeps lora_alpha there; found by itself in a directory)",
     )
     p.add_argument(
         "--predictors",
@@ -78,13 +81,11 @@ def main(argv: list[str]) -> int:
         logging.NullHandler()
     )  # the report itself says "no predictor"
     try:
-        for path in [args.adapter, *([args.config] if args.config else [])]:
-            if not path.is_file():
-                raise FileNotFoundError(f"{path}: no such file")
-        if args.adapter.stat().st_size > MAX_CLI_FILE_BYTES:
-            raise LoraFileError(f"{args.adapter}: file is larger than {MAX_CLI_FILE_BYTES:,} bytes")
-        adapter = args.adapter.read_bytes()
-        config = args.config.read_bytes() if args.config else None
+        weights, config_path = resolve_adapter_paths(args.adapter, args.config)
+        if weights.stat().st_size > MAX_CLI_FILE_BYTES:
+            raise LoraFileError(f"{weights}: file is larger than {MAX_CLI_FILE_BYTES:,} bytes")
+        adapter = weights.read_bytes()
+        config = config_path.read_bytes() if config_path else None
         from workers.vetting_pipeline import vet_one
         from workers.worker_runtime import load_registry
 

@@ -31,6 +31,22 @@ def test_text_and_json_reports(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert report["verdict"] == "review" and report["scale_source"] == "assumed"
 
 
+def test_a_peft_adapter_directory_is_vetted_with_its_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``save_pretrained`` writes a directory; vetting it reads the config too (scale from config)."""
+    (tmp_path / "adapter_model.safetensors").write_bytes(peft_adapter(1))
+    (tmp_path / "adapter_config.json").write_bytes(adapter_config())
+    assert main([str(tmp_path), "--json", "--predictors", str(tmp_path / "none")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["scale_source"] == "adapter_config"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([str(empty), "--predictors", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "directory without a .safetensors file" in err[0]
+
+
 @pytest.mark.parametrize(
     ("content", "needle"),
     [
