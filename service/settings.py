@@ -58,9 +58,12 @@ class ApiSettings(BaseSettings):
     job_timeout_s: int = Field(default=300, ge=1)
     vet_retries: int = Field(default=3, ge=0)
     vet_retry_intervals: Annotated[list[int], NoDecode] = Field(
-        default_factory=lambda: [10, 60, 300]
+        default_factory=lambda: [0, 60, 300]
     )
-    """Seconds before each retry of a vetting job that failed for a transient reason."""
+    """Seconds before each retry of a vetting job that failed for a transient reason or whose worker
+    died. The first is 0 on purpose: a delayed retry goes through RQ's scheduler, and when the worker
+    that died held the scheduler lock, nothing is scheduled until that lock expires (61 s); an
+    immediate retry goes straight back to the queue (measured in docs/reliability.md)."""
     result_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
     """How long job records stay queryable (reports themselves are kept in the store for good)."""
 

@@ -78,6 +78,10 @@ def provenance(zoo_dir: str | Path | None = None) -> dict[str, object]:
         "packages": package_versions(),
         "machine": machine(),
     }
-    if zoo_dir is not None and (Path(zoo_dir) / "manifest.jsonl").exists():
-        info["zoo_manifest_sha256"] = file_sha256(Path(zoo_dir) / "manifest.jsonl")
+    for name, key in (
+        ("manifest.jsonl", "zoo_manifest_sha256"),
+        ("splits.json", "zoo_splits_sha256"),
+    ):
+        if zoo_dir is not None and (Path(zoo_dir) / name).exists():
+            info[key] = file_sha256(Path(zoo_dir) / name)
     return info

@@ -22,7 +22,6 @@ import random
 import threading
 import time
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -32,53 +31,8 @@ from redis import Redis
 from benchmarks.reliability.client import percentile, status_counts, upload, wait_job
 from benchmarks.reliability.part_load import SizeClass, _kohya_sd15, _stamp_offset, stamped
 from benchmarks.reliability.stack import KEYS, LiveStack, StackConfig
-from service.embedded_redis import free_port
-from tests.service.live_stack import peft_adapter
+from tests.service.live_stack import WebhookReceiver, peft_adapter
 from workers.contracts import VET_QUEUE
-
-
-class Receiver:
-    """A real HTTP server on loopback recording (headers, body, arrival time) of each POST; it can be
-    stopped and started again on the same port, keeping what it received."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.received: list[dict[str, Any]] = []
-        self._server: ThreadingHTTPServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/loravet"
-
-    def start(self) -> Receiver:
-        received = self.received
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("content-length", "0")))
-                received.append(
-                    {
-                        "headers": {k.lower(): v for k, v in self.headers.items()},
-                        "body": body,
-                        "at": time.time(),
-                    }
-                )
-                self.send_response(204)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
 
 def _classes() -> list[SizeClass]:
@@ -158,7 +112,7 @@ def _epoch(ts: str | None) -> float | None:
 
 
 def worker_kills(
-    root: Path, kills: int, retry_interval_s: int = 1, seed: int = 3
+    root: Path, kills: int, retry_interval_s: int = 0, seed: int = 3
 ) -> dict[str, Any]:
     """``retry_interval_s`` is the vetting jobs' retry interval (``LORAVET_API_VET_RETRY_INTERVALS``):
     0 requeues a dead worker's jobs at once; any other value goes through RQ's scheduler, whose lock
@@ -313,7 +267,7 @@ def webhook_outage(root: Path, jobs: int, outage_s: float) -> dict[str, Any]:
         "LORAVET_API_ALLOW_PRIVATE_WEBHOOKS": "true",
         "LORAVET_WORKER_ALLOW_PRIVATE_WEBHOOKS": "true",
     }
-    receiver = Receiver().start()
+    receiver = WebhookReceiver().start()
     with LiveStack(root / "webhooks", StackConfig(workers=1, api_env=env, worker_env=env)) as stack:
         stack.wait_workers_registered()
         with httpx.Client() as client:
@@ -367,23 +321,23 @@ def webhook_outage(root: Path, jobs: int, outage_s: float) -> dict[str, Any]:
     }
 
 
-def _events(receiver: Receiver, secret: str) -> dict[str, dict[str, Any]]:
+def _events(receiver: WebhookReceiver, secret: str) -> dict[str, dict[str, Any]]:
     key = base64.b64decode(secret.removeprefix("whsec_"))
     out: dict[str, dict[str, Any]] = {}
     for rec in list(receiver.received):
-        headers = rec["headers"]
+        headers = rec.headers
         wid, ts = headers.get("webhook-id", ""), headers.get("webhook-timestamp", "")
         want = (
             "v1,"
             + base64.b64encode(
-                hmac.new(key, f"{wid}.{ts}.".encode() + rec["body"], hashlib.sha256).digest()
+                hmac.new(key, f"{wid}.{ts}.".encode() + rec.body, hashlib.sha256).digest()
             ).decode()
         )
-        body = json.loads(rec["body"])
+        body = json.loads(rec.body)
         if body.get("type") != "report.completed":
             continue
         entry = out.setdefault(
-            wid, {"job": body["data"]["job_id"], "copies": 0, "at": rec["at"], "signature_ok": True}
+            wid, {"job": body["data"]["job_id"], "copies": 0, "at": rec.at, "signature_ok": True}
         )
         entry["copies"] += 1
         entry["signature_ok"] &= want in headers.get("webhook-signature", "").split()
@@ -401,7 +355,7 @@ def run(
     restarts: int,
     webhook_jobs: int,
     outage_s: float,
-    retry_interval_s: int = 1,
+    retry_interval_s: int = 0,
 ) -> dict[str, Any]:
     return {
         "worker_sigkill": worker_kills(root, kills, retry_interval_s),

@@ -39,13 +39,14 @@ class Budget:
     redis_restarts: int
     webhook_jobs: int
     webhook_outage_s: float
-    kill_retry_interval_s: int = 1
-    """Vetting retry interval while workers are killed: 0 requeues at once, else RQ's scheduler."""
+    kill_retry_interval_s: int = 0
+    """Vetting retry interval while workers are killed: 0 (the service's default first retry)
+    requeues at once; any other value goes through RQ's scheduler and its 61 s lock."""
 
 
 QUICK = Budget("quick", mutants=100, fuzz_seconds=10, schemathesis_examples=3, schemathesis_seconds=20,
                load_uploads=40, load_clients=8, load_workers=1, load_largest=False, isolated_repeats=0,
-               kills=2, redis_restarts=1, webhook_jobs=8, webhook_outage_s=3.0, kill_retry_interval_s=0)  # fmt: skip
+               kills=2, redis_restarts=1, webhook_jobs=8, webhook_outage_s=3.0)  # fmt: skip
 FULL = Budget("full", mutants=300, fuzz_seconds=120, schemathesis_examples=50, schemathesis_seconds=240,
               load_uploads=500, load_clients=16, load_workers=2, load_largest=True, isolated_repeats=7,
               kills=12, redis_restarts=3, webhook_jobs=30, webhook_outage_s=15.0)  # fmt: skip

@@ -96,8 +96,12 @@ class SignInRequired(Exception):
         self.json = json
 
 
-class PageError(Exception):
-    """An error shown as a page (the API's problem, in words)."""
+class PageError(Problem):
+    """An error shown as a page (the API's problem, in words, with an optional way on).
+
+    A :class:`Problem` subclass, so a page can raise what the API raises and add a ``link``; the web
+    app registers its own handler for it, which Starlette prefers over the API's for this class.
+    """
 
     def __init__(
         self,
@@ -109,9 +113,7 @@ class PageError(Exception):
         headers: dict[str, str] | None = None,
         link: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(detail)
-        self.status, self.title, self.detail, self.kind = status, title, detail, kind
-        self.headers = headers or {}
+        super().__init__(status, title, detail, kind=kind, headers=headers)
         self.link = link
 
     @classmethod

@@ -164,11 +164,13 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.time)  # arrival (wall clock), for recovery times
 
 
 @dataclass
 class WebhookReceiver:
-    """A real HTTP server on loopback that records what it receives and answers ``status``."""
+    """A real HTTP server on loopback that records what it receives and answers ``status``; it can be
+    stopped and started again on the same port (a receiver outage), keeping what it received."""
 
     port: int = field(default_factory=free_port)
     status: int = 204
