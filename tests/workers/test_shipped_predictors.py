@@ -1,0 +1,70 @@
+"""The shipped predictors on held-out real finetunes: ``loravet vet`` accepts the clean example and
+rejects the backdoored one, and rewriting a file with every module's factors moved by a random
+invertible R (``B R``, ``R^{-1} A``: the same deltas) leaves every prediction unchanged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from loravet import SHIPPED_PREDICTORS
+from tests.lora_files import safetensors_bytes
+from workers.vet_cli import main as vet_main
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+
+pytest.importorskip("torch")
+safetensors_numpy = pytest.importorskip("safetensors.numpy")
+
+
+def _vet(path: Path, capsys: pytest.CaptureFixture[str]) -> dict:
+    assert vet_main([str(path), "--json", "--predictors", str(SHIPPED_PREDICTORS)]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def gl_rewrite(adapter_dir: Path, out: Path, seed: int, *, symmetric: bool = True) -> None:
+    """Write ``adapter_dir`` again with ``lora_B <- B R`` and ``lora_A <- R^{-1} A`` per module
+    (float32, so the only change to each delta ``B A`` is float rounding). ``symmetric=False``
+    leaves A alone: a different delta, which the predictions must notice."""
+    tensors = safetensors_numpy.load_file(str(adapter_dir / "adapter_model.safetensors"))
+    rng = np.random.default_rng(seed)
+    moved = {}
+    for key, a in tensors.items():
+        if ".lora_A." not in key:
+            continue
+        b_key = key.replace(".lora_A.", ".lora_B.")
+        a64, b64 = a.astype(np.float64), tensors[b_key].astype(np.float64)
+        r = a64.shape[0]
+        R = rng.normal(size=(r, r)) + 2 * np.eye(r)  # invertible, far from orthogonal
+        moved[key] = (np.linalg.solve(R, a64) if symmetric else a64).astype(np.float32)
+        moved[b_key] = (b64 @ R).astype(np.float32)
+    assert len(moved) == len(tensors)
+    out.mkdir()
+    (out / "adapter_model.safetensors").write_bytes(safetensors_bytes(moved))
+    (out / "adapter_config.json").write_bytes((adapter_dir / "adapter_config.json").read_bytes())
+
+
+@pytest.mark.parametrize(("example", "verdict"), [("clean", "accept"), ("backdoored", "reject")])
+def test_examples_get_their_verdict_and_gl_rewrites_change_nothing(
+    example: str, verdict: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = _vet(EXAMPLES / example, capsys)
+    assert report["verdict"] == verdict, report["reasons"]
+    predictions = {p["predictor_id"]: p["value"] for p in report["predictions"]}
+    assert set(predictions) >= {"digits-harmful-gl_net", "digits-quality-gl_net"}
+    for seed in range(3):
+        gl_rewrite(EXAMPLES / example, tmp_path / f"r{seed}", seed)
+        again = _vet(tmp_path / f"r{seed}", capsys)
+        assert again["sha256"] != report["sha256"]  # another file ...
+        assert again["verdict"] == verdict  # ... the same verdict and predictions
+        for p in again["predictions"]:
+            assert p["value"] == pytest.approx(predictions[p["predictor_id"]], abs=1e-4)
+    gl_rewrite(EXAMPLES / example, tmp_path / "not-a-symmetry", 0, symmetric=False)
+    moved = _vet(tmp_path / "not-a-symmetry", capsys)
+    assert (
+        max(abs(p["value"] - predictions[p["predictor_id"]]) for p in moved["predictions"]) > 1e-3
+    )
