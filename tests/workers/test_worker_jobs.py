@@ -27,11 +27,13 @@ from tests.service.live_stack import (
 )
 from workers.content_store import LocalContentStore
 from workers.contracts import (
+    VET_QUEUE,
     RedisKeys,
     Report,
     event_id_for,
     report_id_for,
 )
+from workers.resident_worker import DurableQueue, VettingWorker
 from workers.worker_runtime import WorkerRuntime
 
 pytestmark = pytest.mark.redis
@@ -153,7 +155,13 @@ def _worker_process(
     )
 
 
-def test_job_of_a_killed_worker_is_completed_by_another(redis_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("dies_while_cleaning", [False, True])
+def test_job_of_a_killed_worker_is_completed_by_another(
+    redis_url: str, tmp_path: Path, dies_while_cleaning: bool
+) -> None:
+    """``dies_while_cleaning``: the doomed worker also held the registry-cleaning lock when it was
+    killed (a crash-looping worker cleans first thing); RQ's own lock would stall every worker's
+    recovery of abandoned jobs for 15 minutes, ours expires after twice the maintenance interval."""
     redis = Redis.from_url(redis_url)
     store = LocalContentStore(tmp_path / "store")
     job_id = submit(redis, store, peft_adapter(21), vet_retries=2, vet_retry_intervals=[0])
@@ -166,6 +174,12 @@ def test_job_of_a_killed_worker_is_completed_by_another(redis_url: str, tmp_path
             == "doomed-worker"
         )
         survivor = _worker_process(redis_url, store.root, "survivor-worker", slow=False)
+        if dies_while_cleaning:
+            queue = DurableQueue(VET_QUEUE, connection=redis, serializer=JSONSerializer)
+            queue.maintenance_lock_ttl_s = 5  # what a worker with a 1 s interval takes
+            redis.delete(queue.registry_cleaning_key)
+            assert queue.acquire_maintenance_lock()
+            assert 0 < redis.ttl(queue.registry_cleaning_key) <= 5
         os.killpg(doomed.pid, signal.SIGKILL)  # mid-job, no chance to clean up
         doomed.wait(10)
         wait_for(lambda: status(redis, job_id) == JobStatus.FINISHED, timeout_s=40, interval_s=0.25)
@@ -181,3 +195,19 @@ def test_job_of_a_killed_worker_is_completed_by_another(redis_url: str, tmp_path
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
+
+
+def test_workers_take_the_cleaning_lock_briefly(redis_url: str, tmp_path: Path) -> None:
+    redis = Redis.from_url(redis_url)
+    settings = worker_settings(redis_url, tmp_path / "store")
+    worker = VettingWorker(WorkerRuntime(settings, registry=None))
+    for queue in worker.queues:
+        redis.delete(queue.registry_cleaning_key)
+        assert queue.acquire_maintenance_lock()
+        assert (
+            0
+            < redis.ttl(queue.registry_cleaning_key)
+            <= max(5, 2 * settings.maintenance_interval_s)
+        )
+        assert not queue.acquire_maintenance_lock()  # still one cleaner at a time
+        queue.release_maintenance_lock()
