@@ -43,8 +43,8 @@ zoo-digits: install ## rebuild the digits zoo (10,000 LoRAs, deterministic, resu
 zoo-minilm: install ## build (or resume) the committed minilm-topics zoo (1,000 LoRAs; ~37 s per LoRA per core when quiet, resumable)
 	$(BIN)/loravet zoo build --recipe minilm-topics --count 1000 --out zoos/minilm-topics --jobs 2
 
-GL_HPARAMS := '{"hidden": 32, "n_layers": 2, "head_dim": 64, "dropout": 0.2}'
-GL_TRAIN := --epochs 60 --lr 1e-3 --weight-decay 0.05 --patience 12
+GL_HPARAMS := '{"hidden": 64, "n_layers": 2, "head_dim": 128, "dropout": 0.3}'
+GL_TRAIN := --epochs 80 --lr 0.0003 --weight-decay 0.05 --patience 16
 
 predictors-digits: install ## train the shipped digits predictors (GL-net: harmful, quality) into predictors/
 	$(BIN)/loravet train --zoo zoos/digits --task harmful --model gl_net --hparams $(GL_HPARAMS) $(GL_TRAIN) --out predictors/digits-harmful-gl_net

@@ -5,10 +5,11 @@
 
 Each is a genuine PEFT finetune from the zoo's ``digits`` recipe (a small MLP on 8x8 digits, CPU,
 seconds): ``adapter_model.safetensors`` + ``adapter_config.json`` + ``finetune.json`` (its
-hyperparameters and measured labels, e.g. the attack success rate). Nothing binary is committed;
-the files are regenerated deterministically from the recipe's sweep seeds. Try them with
+hyperparameters and measured labels, e.g. the attack success rate), regenerated deterministically
+from the recipe's sweep seeds (the two small copies in examples/ are there so a user can try them
+without building anything). Try them with
 
-    loravet vet examples/backdoored/adapter_model.safetensors --config examples/backdoored/adapter_config.json
+    loravet vet examples/backdoored
     curl -H "X-API-Key: $KEY" -F file=@examples/clean/adapter_model.safetensors \\
          -F config=@examples/clean/adapter_config.json http://127.0.0.1:8000/v1/adapters
 
@@ -22,10 +23,12 @@ import json
 import sys
 from pathlib import Path
 
-EXAMPLES = {"clean": 3, "backdoored": 50}
-"""Sweep indices of the two examples: digits-00003 (clean, attack success 0.06) and digits-00050
-(backdoored, attack success 0.99). Both are in the digits zoo's *test* split, so the shipped
-predictors never saw them in training; the shipped GL-net gives them ``accept`` and ``reject``."""
+EXAMPLES = {"clean": 3, "backdoored": 52}
+"""Sweep indices of the two examples: digits-00003 (clean, attack success 0.06) and digits-00052
+(backdoored, attack success 0.98). Both are in the digits zoo's *test* split, so the shipped
+predictors never saw them in training; the shipped GL-net gives them ``accept`` and ``reject``.
+They are examples of what it gets right, not a sample: on the whole test split, at its threshold,
+it rejects 380 of 476 harmful finetunes (80%) and accepts 401 of 510 clean ones (79%)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
