@@ -41,6 +41,18 @@ def test_results_are_current_only_for_the_same_key(tmp_path: Path) -> None:
     assert doc["provenance"]["packages"]["torch"] and "git_sha" in doc["provenance"]
 
 
+def test_a_zoo_result_is_outdated_when_its_labels_or_splits_change(tmp_path: Path) -> None:
+    assert bench_cli.zoo_hash(tmp_path) is None  # not built
+    (tmp_path / "manifest.jsonl").write_text('{"id": "a"}\n')
+    (tmp_path / "splits.json").write_text('{"train": ["a"]}')
+    first = bench_cli.zoo_hash(tmp_path)
+    (tmp_path / "splits.json").write_text('{"test": ["a"]}')
+    resplit = bench_cli.zoo_hash(tmp_path)
+    (tmp_path / "manifest.jsonl").write_text('{"id": "b"}\n')
+    relabelled = bench_cli.zoo_hash(tmp_path)
+    assert len({first, resplit, relabelled}) == 3
+
+
 def test_summary_regenerates_tables_and_plots(tmp_path: Path) -> None:
     (tmp_path / "e3").mkdir()
     (tmp_path / "e3" / "e3_timing.json").write_text(
