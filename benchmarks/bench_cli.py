@@ -141,12 +141,43 @@ def run_model_experiment(
             log.info("%s: wrote %s", experiment, out)
 
 
+def e3_key() -> dict[str, Any]:
+    spec = json.loads((EXPERIMENTS / "e3_timing.json").read_text())
+    return {"spec": spec_hash(spec), "code": code_hash(("models",))}
+
+
+def e4_key(zoo_hash_: str) -> dict[str, Any]:
+    return {"zoo": zoo_hash_, "code": code_hash(("models", "lora_io"))}
+
+
+def outdated_results() -> list[Path]:
+    """Written results whose key no longer matches (the experiment spec, the zoo's labels or splits,
+    or the code changed since): the summary names them rather than pass them off as current."""
+    stale = [
+        out
+        for experiment, spec_file in (
+            ("e1", "e1_models_tasks.json"),
+            ("e2", "e2_rank_generalisation.json"),
+        )
+        for out, key, _ in model_cells(experiment, spec_file)
+        if out.is_file() and not is_current(out, key)
+    ]
+    e3 = RESULTS / "e3" / "e3_timing.json"
+    if e3.is_file() and not is_current(e3, e3_key()):
+        stale.append(e3)
+    for zoo_name in ("digits", "minilm-topics"):
+        out, zh = RESULTS / "e4" / f"{zoo_name}.json", zoo_hash(REPO / "zoos" / zoo_name)
+        if out.is_file() and zh is not None and not is_current(out, e4_key(zh)):
+            stale.append(out)
+    return stale
+
+
 def run_e3() -> None:
     from benchmarks import e3_timing
 
     spec = json.loads((EXPERIMENTS / "e3_timing.json").read_text())
     out = RESULTS / "e3" / "e3_timing.json"
-    key = {"spec": spec_hash(spec), "code": code_hash(("models",))}
+    key = e3_key()
     if is_current(out, key):
         log.info("e3: current")
         return
@@ -164,7 +195,7 @@ def run_e4() -> None:
             log.warning("e4: zoo %s is not built; skipped", zoo_name)
             continue
         out = RESULTS / "e4" / f"{zoo_name}.json"
-        key = {"zoo": zh, "code": code_hash(("models", "lora_io"))}
+        key = e4_key(zh)
         if not is_current(out, key):
             write_result(
                 out,
@@ -208,7 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             )
     from benchmarks import summary
 
-    summary.write_summary(RESULTS)
+    stale = [str(p.relative_to(RESULTS)) for p in outdated_results()]
+    summary.write_summary(RESULTS, outdated=stale)
+    if stale:
+        log.warning("%d result(s) outdated (named in SUMMARY.md): %s", len(stale), ", ".join(stale))
     return 0
 
 

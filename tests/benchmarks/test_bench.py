@@ -66,3 +66,8 @@ def test_summary_regenerates_tables_and_plots(tmp_path: Path) -> None:
     assert "| gl_net | 0.800 ± 0.010 |" in text
     assert "skip (" in text  # the refused mlp_dense at the wide size
     assert (tmp_path / "e3_timing.png").stat().st_size > 1000
+    assert "Outdated" not in text
+    flagged = summary.write_summary(
+        tmp_path, outdated=["e1/digits--harmful--gl_net.json"]
+    ).read_text()
+    assert "**Outdated results**" in flagged and "`e1/digits--harmful--gl_net.json`" in flagged
