@@ -72,3 +72,11 @@ def test_rank_generalisation_split() -> None:
     for rank, ids in rg["test"].items():
         assert all(rank_of[i] == int(rank) for i in ids)
         assert not set(ids) & set(doc["train"])
+
+
+def test_a_tiny_zoo_still_has_val_and_test() -> None:
+    rows = _rows(10)
+    for i, row in enumerate(rows):  # ten groups of one
+        row["labels"]["classes"] = [int(b) for b in f"{i + 1:010b}"]
+    doc = make_splits(rows, "digits", "classes")
+    assert doc["counts"] == {"train": 8, "val": 1, "test": 1}
