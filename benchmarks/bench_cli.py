@@ -28,6 +28,8 @@ REPO = ROOT.parent
 EXPERIMENTS = ROOT / "experiments"
 RESULTS = ROOT / "results"
 log = logging.getLogger("loravet.bench")
+MODEL_EXPERIMENTS = {"e1": "e1_models_tasks.json", "e2": "e2_rank_generalisation.json"}
+E4_ZOOS = ("digits", "minilm-topics")
 
 
 def code_hash(folders: tuple[str, ...] = ("models", "training")) -> str:
@@ -155,17 +157,14 @@ def outdated_results() -> list[Path]:
     or the code changed since): the summary names them rather than pass them off as current."""
     stale = [
         out
-        for experiment, spec_file in (
-            ("e1", "e1_models_tasks.json"),
-            ("e2", "e2_rank_generalisation.json"),
-        )
+        for experiment, spec_file in MODEL_EXPERIMENTS.items()
         for out, key, _ in model_cells(experiment, spec_file)
         if out.is_file() and not is_current(out, key)
     ]
     e3 = RESULTS / "e3" / "e3_timing.json"
     if e3.is_file() and not is_current(e3, e3_key()):
         stale.append(e3)
-    for zoo_name in ("digits", "minilm-topics"):
+    for zoo_name in E4_ZOOS:
         out, zh = RESULTS / "e4" / f"{zoo_name}.json", zoo_hash(REPO / "zoos" / zoo_name)
         if out.is_file() and zh is not None and not is_current(out, e4_key(zh)):
             stale.append(out)
@@ -188,7 +187,7 @@ def run_e3() -> None:
 def run_e4() -> None:
     from benchmarks import e4_speedup
 
-    for zoo_name in ("digits", "minilm-topics"):
+    for zoo_name in E4_ZOOS:
         zoo_dir = REPO / "zoos" / zoo_name
         zh = zoo_hash(zoo_dir)
         if zh is None:
@@ -232,11 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         if "e4" in only:
             run_e4()
         if "e1" in only:
-            run_model_experiment("e1", "e1_models_tasks.json", args.jobs, set(args.zoo or ()))
+            run_model_experiment("e1", MODEL_EXPERIMENTS["e1"], args.jobs, set(args.zoo or ()))
         if "e2" in only:
-            run_model_experiment(
-                "e2", "e2_rank_generalisation.json", args.jobs, set(args.zoo or ())
-            )
+            run_model_experiment("e2", MODEL_EXPERIMENTS["e2"], args.jobs, set(args.zoo or ()))
     from benchmarks import summary
 
     stale = [str(p.relative_to(RESULTS)) for p in outdated_results()]
