@@ -57,7 +57,7 @@ predictors-minilm: install ## train the shipped minilm-topics predictors (GL-net
 bench: install ## run the benchmark experiments whose results are missing or outdated, then the summary
 	$(BIN)/loravet bench --jobs 2
 
-examples: install ## rewrite examples/{clean,backdoored} (held-out digits zoo finetunes; deterministic, same bytes as committed)
+examples: install ## rewrite examples/<recipe>/{clean,backdoored} (held-out zoo finetunes; deterministic: the same adapter bytes as committed)
 	$(BIN)/python examples/make_examples.py
 
 compose-check: install ## validate docker-compose.yml with the compose binary (no Docker engine needed)

@@ -48,7 +48,7 @@ class Stack:
         """Start examples/make_examples.py (a few seconds of CPU; runs while the browser signs in)."""
         self.examples = subprocess.Popen(
             [sys.executable, str(ROOT / "examples" / "make_examples.py"), "--out", str(self.examples_dir),
-             "--work", str(self.work / "examples-zoo")],
+             "--recipe", "digits", "--work", str(self.work / "examples-zoo")],
             cwd=self.work,
             stdout=(self.work / "examples.log").open("wb"),
             stderr=subprocess.STDOUT,
@@ -71,7 +71,7 @@ class Stack:
             if "research dependencies" in log:
                 pytest.skip(f"the example adapters need the research extra: {log.strip()}")
             pytest.fail(f"examples/make_examples.py failed ({rc}):\n{log}")
-        folder = self.examples_dir / name
+        folder = self.examples_dir / "digits" / name
         return folder / "adapter_model.safetensors", folder / "adapter_config.json"
 
     def start_worker(self, predictors: Path | None = None) -> None:

@@ -48,23 +48,37 @@ def gl_rewrite(adapter_dir: Path, out: Path, seed: int, *, symmetric: bool = Tru
     (out / "adapter_config.json").write_bytes((adapter_dir / "adapter_config.json").read_bytes())
 
 
-@pytest.mark.parametrize(("example", "verdict"), [("clean", "accept"), ("backdoored", "reject")])
+CASES = [("digits", "clean", "accept"), ("digits", "backdoored", "reject")]
+
+
+@pytest.mark.parametrize(("recipe", "example", "verdict"), CASES)
 def test_examples_get_their_verdict_and_gl_rewrites_change_nothing(
-    example: str, verdict: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    recipe: str, example: str, verdict: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    report = _vet(EXAMPLES / example, capsys)
+    folder = EXAMPLES / recipe / example
+    report = _vet(folder, capsys)
     assert report["verdict"] == verdict, report["reasons"]
     predictions = {p["predictor_id"]: p["value"] for p in report["predictions"]}
-    assert set(predictions) >= {"digits-harmful-gl_net", "digits-quality-gl_net"}
+    assert set(predictions) == {f"{recipe}-harmful-gl_net", f"{recipe}-quality-gl_net"}
     for seed in range(3):
-        gl_rewrite(EXAMPLES / example, tmp_path / f"r{seed}", seed)
+        gl_rewrite(folder, tmp_path / f"r{seed}", seed)
         again = _vet(tmp_path / f"r{seed}", capsys)
         assert again["sha256"] != report["sha256"]  # another file ...
         assert again["verdict"] == verdict  # ... the same verdict and predictions
         for p in again["predictions"]:
             assert p["value"] == pytest.approx(predictions[p["predictor_id"]], abs=1e-4)
-    gl_rewrite(EXAMPLES / example, tmp_path / "not-a-symmetry", 0, symmetric=False)
+    gl_rewrite(folder, tmp_path / "not-a-symmetry", 0, symmetric=False)
     moved = _vet(tmp_path / "not-a-symmetry", capsys)
     assert (
         max(abs(p["value"] - predictions[p["predictor_id"]]) for p in moved["predictions"]) > 1e-3
     )
+
+
+def test_every_committed_example_is_checked() -> None:
+    """A new example folder without a case here would go unchecked."""
+    committed = {
+        (d.parent.name, d.name)
+        for d in EXAMPLES.glob("*/*")
+        if (d / "adapter_model.safetensors").is_file()
+    }
+    assert committed == {(recipe, example) for recipe, example, _ in CASES}
