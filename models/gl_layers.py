@@ -19,6 +19,11 @@ from torch import nn
 from lora_io.lora_spec import LoraSpec
 from models.lora_batch import LoraBatch, group_to_spec_order, pad_columns, spec_groups
 
+NORM_FLOOR = 1e-8
+"""Added to squared norms before the log in ``pool="norms"``: an untrained module (B = 0) gives a
+finite feature. Inputs are scaled to typical delta norm 1 (``input_norm="fitted"``), so real
+squared norms are far above it."""
+
 
 def _gaussian(n_modules: int, rows: int, cols: int) -> nn.Parameter:
     """(n_modules, rows, cols) weights drawn N(0, 1/cols), the paper's init (unit gain, no bias)."""
@@ -132,6 +137,13 @@ class GLInvariantHead(nn.Module):
     Invariant to ``(U_i, V_i) -> (U_i R_i, V_i R_i^{-T})``: ``(U R)(V R^{-T})^T = U V^T``.
     ``pool="flatten"`` feeds all L h^2 entries (the paper's default head); ``pool="mean"`` feeds the
     mean entry of each F_i (the paper's CLIP head), computed as ``(1^T U)(V^T 1) / h^2``.
+    ``pool="norms"`` (ours, beyond the paper) feeds the log norm of every row and every column of
+    each F_i and log ||F_i||_F: L (2h + 1) features instead of L h^2. With one layer a column norm
+    is ``||P_i dW_i q_j||``, the response of the delta to a learned input direction ``q_j``: what a
+    backdoor changes (a trigger's hidden state mapped somewhere new), with h times fewer head
+    weights to fit from a few hundred adapters. Norms come from r x r Gram matrices (never h x h):
+    ``||F e_j||^2 = v_j^T (U^T U) v_j`` for row ``v_j`` of V, invariant as ``U^T U -> R^T U^T U R``
+    and ``v_j -> R^{-1} v_j``.
     MLP: [Dropout] -> Linear -> LayerNorm -> [Dropout] -> ReLU -> Linear, as in the LLM code.
     """
 
@@ -142,21 +154,31 @@ class GLInvariantHead(nn.Module):
         head_dim: int,
         out_features: int,
         dropout: float,
-        pool: Literal["flatten", "mean"],
+        pool: Literal["flatten", "mean", "norms"],
     ) -> None:
         super().__init__()
         self.pool = pool
-        n_features = n_modules * hidden * hidden if pool == "flatten" else n_modules
+        n_features = {
+            "flatten": n_modules * hidden * hidden,
+            "mean": n_modules,
+            "norms": n_modules * (2 * hidden + 1),
+        }[pool]
         self.dropout = nn.Dropout(dropout)
         self.linear1 = nn.Linear(n_features, head_dim)
         self.norm = nn.LayerNorm(head_dim)
         self.linear2 = nn.Linear(head_dim, out_features)
 
     def invariant_features(self, U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-        """The GL-invariant features fed to the MLP, (B, L*h*h) or (B, L)."""
+        """The GL-invariant features fed to the MLP, (B, L*h*h), (B, L) or (B, L*(2h+1))."""
         if self.pool == "mean":
             h = U.shape[-2]
             return (U.sum(dim=-2) * V.sum(dim=-2)).sum(dim=-1) / (h * h)  # (B, L)
+        if self.pool == "norms":
+            rows = ((U @ (V.mT @ V)) * U).sum(dim=-1)  # (B, L, h): ||F e_a^T||^2 per row a
+            cols = ((V @ (U.mT @ U)) * V).sum(dim=-1)  # (B, L, h): ||F e_j||^2 per column j
+            frob = rows.sum(dim=-1, keepdim=True)  # (B, L, 1): ||F||_F^2
+            squares = torch.cat([rows, cols, frob], dim=-1).clamp_min(0)  # (B, L, 2h+1)
+            return 0.5 * torch.log(squares + NORM_FLOOR).flatten(start_dim=1)  # (B, L*(2h+1))
         return (U @ V.mT).flatten(start_dim=1)  # (B, L, h, h) -> (B, L*h*h)
 
     def forward(self, U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:

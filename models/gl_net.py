@@ -40,13 +40,13 @@ class GLNetConfig:
     n_layers: int = 2  # equivariant linear layers; n_layers - 1 nonlinearities
     head_dim: int = 64  # d, width of the invariant head's MLP
     dropout: float = 0.1  # row dropout between layers and dropout in the head
-    pool: Literal["flatten", "mean"] = "flatten"
+    pool: Literal["flatten", "mean", "norms"] = "flatten"
     input_norm: Literal["none", "fitted"] = "fitted"
 
     def __post_init__(self) -> None:
         check_config(self, positive=("hidden", "n_layers", "head_dim"))
-        if self.pool not in ("flatten", "mean"):
-            raise ValueError(f"Invalid pool: {self.pool!r} (flatten or mean)")
+        if self.pool not in ("flatten", "mean", "norms"):
+            raise ValueError(f"Invalid pool: {self.pool!r} (flatten, mean or norms)")
         if self.input_norm not in ("none", "fitted"):
             raise ValueError(f"Invalid input_norm: {self.input_norm!r} (none or fitted)")
 

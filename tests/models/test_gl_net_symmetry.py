@@ -110,14 +110,14 @@ def test_input_layer_is_gl_equivariant(small_spec):
 
 def test_invariant_head_is_invariant():
     U, V = trunk_inputs(4)
-    for pool in ("flatten", "mean"):
+    for pool in ("flatten", "mean", "norms"):
         head = GLInvariantHead(L, H, 32, 3, dropout=0.1, pool=pool).double().eval()
         Rm = sample_gl(B, L, r=R, generator=torch.Generator().manual_seed(5))
         assert relative_change(head(U, V), head(*act_on_factors(U, V, Rm))) < TOL
 
 
 @pytest.mark.parametrize("n_layers", [1, 2, 3])
-@pytest.mark.parametrize("pool", ["flatten", "mean"])
+@pytest.mark.parametrize("pool", ["flatten", "mean", "norms"])
 def test_gl_net_is_invariant_and_sensitive(small_spec, n_layers, pool):
     batch = random_lora_batch(small_spec, B, R, seed=6, dtype=torch.float64)
     model = GLNet(small_spec, 3, GLNetConfig(hidden=H, n_layers=n_layers, head_dim=32, pool=pool))
