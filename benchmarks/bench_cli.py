@@ -4,13 +4,15 @@
     loravet bench --only e3       # one experiment
     loravet bench --summary-only  # regenerate SUMMARY.md and the plots from committed results
 
-A result is outdated when its experiment spec, the zoo (manifest and splits) it used, or the source of
-``models/`` / ``training/`` changed since it was written. Results are JSON under
+A result is outdated when its experiment spec, the zoo (manifest and splits) it used, or the source it
+ran (``training/`` and the model's own files in ``models/``; for E3/E4 all of ``models/``) changed
+since it was written. Results are JSON under
 ``benchmarks/results/`` with provenance (git sha, package versions, machine).
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import logging
@@ -39,6 +41,45 @@ def code_hash(folders: tuple[str, ...] = ("models", "training")) -> str:
         for path in sorted((REPO / folder).glob("*.py")):
             h.update(path.name.encode())
             h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def local_imports(path: Path, package: str) -> set[Path]:
+    """The files of ``package`` (a top-level folder) that ``path`` imports, directly or not."""
+    seen: set[Path] = set()
+    todo = [path]
+    while todo:
+        tree = ast.parse(todo.pop().read_text())
+        for node in ast.walk(tree):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for name in names:
+                parts = name.split(".")
+                dep = REPO.joinpath(*parts).with_suffix(".py")
+                if parts[0] == package and dep.is_file() and dep not in seen:
+                    seen.add(dep)
+                    todo.append(dep)
+    return seen
+
+
+def model_code_hash(model: str) -> str:
+    """Hash of the source one model's E1/E2 results depend on: ``training/`` and the model's own
+    module with what it imports from ``models/`` (not the catalog, which imports every model).
+    So a change to one model family outdates its results, not every model's."""
+    from models.model_catalog import MODEL_CATALOG
+
+    module = REPO.joinpath(*MODEL_CATALOG[model][1].__module__.split(".")).with_suffix(".py")
+    files = {module} | local_imports(module, "models")
+    files.discard(REPO / "models" / "model_catalog.py")
+    h = hashlib.sha256(code_hash(("training",)).encode())
+    for path in sorted(files):
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -100,7 +141,7 @@ def model_cells(
         for task in spec["tasks"]:
             for model in spec["models"]:
                 cell_spec = {**spec, "models": {model: spec["models"][model]}}
-                key = {"spec": spec_hash(cell_spec), "zoo": zh, "code": code_hash()}
+                key = {"spec": spec_hash(cell_spec), "zoo": zh, "code": model_code_hash(model)}
                 out = RESULTS / experiment / f"{zoo_name}--{task}--{model}.json"
                 cells.append(
                     (out, key, (experiment, str(zoo_dir), task, model, str(out), cell_spec))

@@ -41,6 +41,17 @@ def test_results_are_current_only_for_the_same_key(tmp_path: Path) -> None:
     assert doc["provenance"]["packages"]["torch"] and "git_sha" in doc["provenance"]
 
 
+def test_a_model_change_outdates_that_model_only() -> None:
+    REPO = bench_cli.REPO
+    gl = bench_cli.local_imports(REPO / "models" / "gl_net.py", "models")
+    assert REPO / "models" / "gl_layers.py" in gl and REPO / "models" / "lora_batch.py" in gl
+    assert REPO / "models" / "dense_mlp.py" not in gl
+    dense = bench_cli.local_imports(REPO / "models" / "dense_mlp.py", "models")
+    assert REPO / "models" / "gl_layers.py" not in dense
+    hashes = {m: bench_cli.model_code_hash(m) for m in ("gl_net", "mlp_dense", "norm_stats")}
+    assert len(set(hashes.values())) == 3
+
+
 def test_a_zoo_result_is_outdated_when_its_labels_or_splits_change(tmp_path: Path) -> None:
     assert bench_cli.zoo_hash(tmp_path) is None  # not built
     (tmp_path / "manifest.jsonl").write_text('{"id": "a"}\n')
