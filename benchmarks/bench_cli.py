@@ -123,6 +123,19 @@ def _cell_task(args: tuple[str, str, str, str, str, dict[str, Any]]) -> tuple[st
     return out, runner(zoo_dir, task, model, spec)
 
 
+def cell_settings(model_spec: dict[str, Any], zoo_name: str, task: str) -> dict[str, Any]:
+    """One model's settings for one zoo and task: its ``hparams`` / ``train``, then the spec's
+    ``overrides`` for ``"<task>"`` and for ``"<zoo>/<task>"`` on top (each tuned on that zoo's val
+    split). Without overrides the settings are the model's entry itself, so its key is unchanged."""
+    settings = {k: v for k, v in model_spec.items() if k != "overrides"}
+    for key in (task, f"{zoo_name}/{task}"):
+        override = model_spec.get("overrides", {}).get(key, {})
+        for part in ("hparams", "train"):
+            if part in override:
+                settings[part] = {**settings.get(part, {}), **override[part]}
+    return settings
+
+
 def model_cells(
     experiment: str, spec_file: str, zoos: set[str] | None = None
 ) -> list[tuple[Path, dict[str, Any], tuple]]:
@@ -140,7 +153,8 @@ def model_cells(
             continue
         for task in spec["tasks"]:
             for model in spec["models"]:
-                cell_spec = {**spec, "models": {model: spec["models"][model]}}
+                settings = cell_settings(spec["models"][model], zoo_name, task)
+                cell_spec = {**spec, "models": {model: settings}}
                 key = {"spec": spec_hash(cell_spec), "zoo": zh, "code": model_code_hash(model)}
                 out = RESULTS / experiment / f"{zoo_name}--{task}--{model}.json"
                 cells.append(
