@@ -9,6 +9,12 @@ O(h (n + m) r + h^2 r) per layer.
 
 With ``n_layers=1`` there is no nonlinearity and ``F_i = P_i (U_i V_i^T) Q_i^T``: a learned bilinear
 sketch of every delta, then an MLP.
+
+The head reads F_i one of three ways (``pool``): every entry (the paper's default), the mean entry
+(the paper's CLIP head), or, ours, the log norm of every row and column of F_i (with one layer,
+``||P_i dW_i q_j||``: how strongly the delta responds to learned input directions). On
+minilm-topics harmful detection the norm head is what makes GL-net learn from a few hundred
+adapters (docs/research.md has the measurements).
 """
 
 from __future__ import annotations
