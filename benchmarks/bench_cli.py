@@ -13,6 +13,7 @@ since it was written. Results are JSON under
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import logging
@@ -51,13 +52,12 @@ def local_imports(path: Path, package: str) -> set[Path]:
     while todo:
         tree = ast.parse(todo.pop().read_text())
         for node in ast.walk(tree):
-            names = (
-                [node.module or ""]
-                if isinstance(node, ast.ImportFrom)
-                else [a.name for a in node.names]
-                if isinstance(node, ast.Import)
-                else []
-            )
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
             for name in names:
                 parts = name.split(".")
                 dep = REPO.joinpath(*parts).with_suffix(".py")
@@ -67,10 +67,12 @@ def local_imports(path: Path, package: str) -> set[Path]:
     return seen
 
 
+@functools.cache
 def model_code_hash(model: str) -> str:
     """Hash of the source one model's E1/E2 results depend on: ``training/`` and the model's own
     module with what it imports from ``models/`` (not the catalog, which imports every model).
-    So a change to one model family outdates its results, not every model's."""
+    So a change to one model family outdates its results, not every model's. Cached: one bench
+    run asks once per cell, and the sources do not change under it."""
     from models.model_catalog import MODEL_CATALOG
 
     module = REPO.joinpath(*MODEL_CATALOG[model][1].__module__.split(".")).with_suffix(".py")
@@ -198,8 +200,11 @@ def run_model_experiment(
             log.info("%s: wrote %s", experiment, out)
 
 
-def e3_key() -> dict[str, Any]:
-    spec = json.loads((EXPERIMENTS / "e3_timing.json").read_text())
+def e3_spec() -> dict[str, Any]:
+    return json.loads((EXPERIMENTS / "e3_timing.json").read_text())
+
+
+def e3_key(spec: dict[str, Any]) -> dict[str, Any]:
     return {"spec": spec_hash(spec), "code": code_hash(("models",))}
 
 
@@ -217,7 +222,7 @@ def outdated_results() -> list[Path]:
         if out.is_file() and not is_current(out, key)
     ]
     e3 = RESULTS / "e3" / "e3_timing.json"
-    if e3.is_file() and not is_current(e3, e3_key()):
+    if e3.is_file() and not is_current(e3, e3_key(e3_spec())):
         stale.append(e3)
     for zoo_name in E4_ZOOS:
         out, zh = RESULTS / "e4" / f"{zoo_name}.json", zoo_hash(REPO / "zoos" / zoo_name)
@@ -229,9 +234,9 @@ def outdated_results() -> list[Path]:
 def run_e3() -> None:
     from benchmarks import e3_timing
 
-    spec = json.loads((EXPERIMENTS / "e3_timing.json").read_text())
+    spec = e3_spec()
     out = RESULTS / "e3" / "e3_timing.json"
-    key = e3_key()
+    key = e3_key(spec)
     if is_current(out, key):
         log.info("e3: current")
         return
