@@ -43,19 +43,16 @@ zoo-digits: install ## rebuild the digits zoo (10,000 LoRAs, deterministic, resu
 zoo-minilm: install ## build (or resume) the committed minilm-topics zoo (1,000 LoRAs; ~37 s per LoRA per core when quiet, resumable)
 	$(BIN)/loravet zoo build --recipe minilm-topics --count 1000 --out zoos/minilm-topics --jobs 2
 
-GL_HPARAMS := '{"hidden": 64, "n_layers": 2, "head_dim": 128, "dropout": 0.3}'
-GL_TRAIN := --epochs 80 --lr 0.0003 --weight-decay 0.05 --patience 16
-# minilm-topics harmful: one layer and the norms head (chosen by cross-validation; benchmarks/experiments/e1_models_tasks.json)
-GL_HPARAMS_MINILM_HARMFUL := '{"hidden": 64, "n_layers": 1, "head_dim": 128, "dropout": 0.3, "pool": "norms"}'
-GL_TRAIN_MINILM_HARMFUL := --epochs 150 --lr 0.0003 --weight-decay 0.05 --patience 30
+# The shipped predictors are trained with GL-net's benchmarked settings, read from the E1 spec (overrides included)
+GL_SETTINGS := --model gl_net --settings benchmarks/experiments/e1_models_tasks.json
 
 predictors-digits: install ## train the shipped digits predictors (GL-net: harmful, quality) into predictors/
-	$(BIN)/loravet train --zoo zoos/digits --task harmful --model gl_net --hparams $(GL_HPARAMS) $(GL_TRAIN) --out predictors/digits-harmful-gl_net
-	$(BIN)/loravet train --zoo zoos/digits --task quality --model gl_net --hparams $(GL_HPARAMS) $(GL_TRAIN) --out predictors/digits-quality-gl_net
+	$(BIN)/loravet train --zoo zoos/digits --task harmful $(GL_SETTINGS) --out predictors/digits-harmful-gl_net
+	$(BIN)/loravet train --zoo zoos/digits --task quality $(GL_SETTINGS) --out predictors/digits-quality-gl_net
 
 predictors-minilm: install ## train the shipped minilm-topics predictors (GL-net: harmful, quality) into predictors/
-	$(BIN)/loravet train --zoo zoos/minilm-topics --task harmful --model gl_net --hparams $(GL_HPARAMS_MINILM_HARMFUL) $(GL_TRAIN_MINILM_HARMFUL) --out predictors/minilm-topics-harmful-gl_net
-	$(BIN)/loravet train --zoo zoos/minilm-topics --task quality --model gl_net --hparams $(GL_HPARAMS) $(GL_TRAIN) --out predictors/minilm-topics-quality-gl_net
+	$(BIN)/loravet train --zoo zoos/minilm-topics --task harmful $(GL_SETTINGS) --out predictors/minilm-topics-harmful-gl_net
+	$(BIN)/loravet train --zoo zoos/minilm-topics --task quality $(GL_SETTINGS) --out predictors/minilm-topics-quality-gl_net
 
 bench: install ## run the benchmark experiments whose results are missing or outdated, then the summary
 	$(BIN)/loravet bench --jobs 2

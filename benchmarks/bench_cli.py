@@ -24,6 +24,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from training.experiment_settings import cell_settings
 from training.provenance import file_sha256, provenance
 
 ROOT = Path(__file__).resolve().parent
@@ -52,8 +53,8 @@ def local_imports(path: Path, package: str) -> set[Path]:
     while todo:
         tree = ast.parse(todo.pop().read_text())
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
+            if isinstance(node, ast.ImportFrom):  # ``from pkg import mod`` imports pkg/mod.py
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
             elif isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
             else:
@@ -69,17 +70,21 @@ def local_imports(path: Path, package: str) -> set[Path]:
 
 @functools.cache
 def model_code_hash(model: str) -> str:
-    """Hash of the source one model's E1/E2 results depend on: ``training/`` and the model's own
-    module with what it imports from ``models/`` (not the catalog, which imports every model).
-    So a change to one model family outdates its results, not every model's. Cached: one bench
-    run asks once per cell, and the sources do not change under it."""
+    """Hash of the source one model's E1/E2 results depend on: the ``training/`` files the cells
+    run (``model_runs.py``'s imports, followed; not the CLIs), the model's own module, and what
+    these import from ``models/`` (not the catalog, which imports every model). So a change to one
+    model family, or to a CLI, does not outdate every result. Cached: one bench run asks once per
+    cell, and the sources do not change under it."""
     from models.model_catalog import MODEL_CATALOG
 
     module = REPO.joinpath(*MODEL_CATALOG[model][1].__module__.split(".")).with_suffix(".py")
+    training = local_imports(ROOT / "model_runs.py", "training")
     files = {module} | local_imports(module, "models")
+    for path in training:
+        files |= local_imports(path, "models")
     files.discard(REPO / "models" / "model_catalog.py")
-    h = hashlib.sha256(code_hash(("training",)).encode())
-    for path in sorted(files):
+    h = hashlib.sha256()
+    for path in sorted(training) + sorted(files):
         h.update(path.name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
@@ -123,19 +128,6 @@ def _cell_task(args: tuple[str, str, str, str, str, dict[str, Any]]) -> tuple[st
     experiment, zoo_dir, task, model, out, spec = args
     runner = model_runs.run_e1_cell if experiment == "e1" else model_runs.run_e2_cell
     return out, runner(zoo_dir, task, model, spec)
-
-
-def cell_settings(model_spec: dict[str, Any], zoo_name: str, task: str) -> dict[str, Any]:
-    """One model's settings for one zoo and task: its ``hparams`` / ``train``, then the spec's
-    ``overrides`` for ``"<task>"`` and for ``"<zoo>/<task>"`` on top (each tuned on that zoo's val
-    split). Without overrides the settings are the model's entry itself, so its key is unchanged."""
-    settings = {k: v for k, v in model_spec.items() if k != "overrides"}
-    for key in (task, f"{zoo_name}/{task}"):
-        override = model_spec.get("overrides", {}).get(key, {})
-        for part in ("hparams", "train"):
-            if part in override:
-                settings[part] = {**settings.get(part, {}), **override[part]}
-    return settings
 
 
 def model_cells(

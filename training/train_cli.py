@@ -2,6 +2,12 @@
 
     loravet train --zoo zoos/digits --task harmful --model gl_net --seed 0 --out runs/digits-harmful-gl
     loravet train --zoo zoos/digits --task quality --model mlp --augment-gl --epochs 20 --out runs/q-mlp
+    loravet train --zoo zoos/minilm-topics --task harmful --model gl_net \
+        --settings benchmarks/experiments/e1_models_tasks.json --out predictors/minilm-topics-harmful-gl_net
+
+``--settings`` takes the model's hyperparameters and training settings for this zoo and task from an
+experiment spec (overrides applied), so a shipped predictor is trained exactly as it was benchmarked;
+flags given on the command line win over the spec.
 
 The checkpoint's meta.json holds the validation metrics, the chosen threshold, the zoo manifest
 hash, the git sha and package versions.
@@ -9,6 +15,7 @@ hash, the git sha and package versions.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -18,6 +25,7 @@ import torch
 
 from models.predictor import Predictor, PredictorConfig, save_predictor
 from training.cli_support import Parser, fail
+from training.experiment_settings import SettingsError, train_settings
 from training.provenance import provenance
 from training.train_loop import TrainConfig, fit
 from training.zoo_dataset import TASKS, Zoo, ZooError, load_task
@@ -50,7 +58,27 @@ def build_parser() -> Parser:
         "--hparams", default="{}", help="model hyperparameters as JSON, e.g. '{\"hidden\": 32}'"
     )
     p.add_argument("--predictor-id", help="id in reports (default: <zoo name>-<task>-<model>)")
+    p.add_argument(
+        "--settings",
+        help="experiment spec JSON to take --hparams and the training flags from "
+        "(e.g. benchmarks/experiments/e1_models_tasks.json); explicit flags win",
+    )
     return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse twice when ``--settings`` is given: the spec's values become the defaults, so only
+    flags the user typed override them."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.settings:
+        zoo = Zoo.open(args.zoo)
+        hparams, train = train_settings(
+            args.settings, zoo.info.get("recipe", zoo.root.name), args.task, args.model
+        )
+        parser.set_defaults(hparams=json.dumps(hparams), **train)
+        args = parser.parse_args(argv)
+    return args
 
 
 def run(args) -> dict:
@@ -101,11 +129,11 @@ def run(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        args = parse_args(argv)
         meta = run(args)
-    except (ZooError, ValueError, OSError) as exc:
+    except (ZooError, SettingsError, ValueError, OSError) as exc:
         return fail(str(exc))
     print(json.dumps({"out": args.out, "best_epoch": meta["best_epoch"], "val_metrics": meta["val_metrics"],
                       "train_seconds": round(meta["train_seconds"], 2)}, indent=2))  # fmt: skip

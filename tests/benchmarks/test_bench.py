@@ -52,29 +52,11 @@ def test_a_model_change_outdates_that_model_only() -> None:
     assert len(set(hashes.values())) == 3
 
 
-def test_overrides_apply_per_task_then_per_zoo_and_task() -> None:
-    entry = {
-        "hparams": {"hidden": 64, "pool": "flatten"},
-        "train": {"lr": 3e-4},
-        "overrides": {
-            "harmful": {"hparams": {"pool": "norms"}},
-            "minilm-topics/harmful": {"hparams": {"hidden": 32}, "train": {"lr": 1e-3}},
-        },
-    }
-    assert bench_cli.cell_settings(entry, "digits", "quality") == {
-        "hparams": {"hidden": 64, "pool": "flatten"},
-        "train": {"lr": 3e-4},
-    }
-    assert bench_cli.cell_settings(entry, "digits", "harmful")["hparams"] == {
-        "hidden": 64,
-        "pool": "norms",
-    }
-    assert bench_cli.cell_settings(entry, "minilm-topics", "harmful") == {
-        "hparams": {"hidden": 32, "pool": "norms"},
-        "train": {"lr": 1e-3},
-    }
-    plain = {"hparams": {"hidden": 256}}
-    assert bench_cli.cell_settings(plain, "digits", "harmful") == plain  # same key as before
+def test_results_depend_on_the_training_code_the_cells_run_not_the_clis() -> None:
+    training = bench_cli.local_imports(bench_cli.ROOT / "model_runs.py", "training")
+    # ``from training import metrics`` is followed like ``from training.metrics import ...``
+    assert {p.name for p in training} >= {"train_loop.py", "zoo_dataset.py", "metrics.py"}
+    assert not {"train_cli.py", "experiment_settings.py"} & {p.name for p in training}
 
 
 def test_a_zoo_result_is_outdated_when_its_labels_or_splits_change(tmp_path: Path) -> None:
