@@ -48,7 +48,12 @@ def gl_rewrite(adapter_dir: Path, out: Path, seed: int, *, symmetric: bool = Tru
     (out / "adapter_config.json").write_bytes((adapter_dir / "adapter_config.json").read_bytes())
 
 
-CASES = [("digits", "clean", "accept"), ("digits", "backdoored", "reject")]
+CASES = [
+    ("digits", "clean", "accept"),
+    ("digits", "backdoored", "reject"),
+    ("minilm-topics", "clean", "accept"),
+    ("minilm-topics", "backdoored", "reject"),
+]
 
 
 @pytest.mark.parametrize(("recipe", "example", "verdict"), CASES)
