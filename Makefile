@@ -40,7 +40,7 @@ zoo-verify: install ## rebuild a sample of each zoo from its recorded seeds and 
 zoo-digits: install ## rebuild the digits zoo (10,000 LoRAs, deterministic, resumable; 2 jobs; 32 min measured with 1 job)
 	$(BIN)/loravet zoo build --recipe digits --count 10000 --out zoos/digits --jobs 2
 
-zoo-minilm: install ## build (or resume) the committed minilm-topics zoo (1,000 LoRAs; ~37 s per LoRA per core when quiet, resumable)
+zoo-minilm: install ## build (or resume) the committed minilm-topics zoo (1,000 LoRAs; about 50 s per LoRA per core, 13.8 CPU-hours measured; resumable)
 	$(BIN)/loravet zoo build --recipe minilm-topics --count 1000 --out zoos/minilm-topics --jobs 2
 
 # The shipped predictors are trained with GL-net's benchmarked settings, read from the E1 spec (overrides included)
