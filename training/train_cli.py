@@ -66,24 +66,27 @@ def build_parser() -> Parser:
     return p
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse twice when ``--settings`` is given: the spec's values become the defaults, so only
-    flags the user typed override them."""
+def recipe_name(zoo: Zoo) -> str:
+    """The recipe that built the zoo (``zoo.json``), else its directory's name: the key of spec
+    overrides and the prefix of predictor ids."""
+    return zoo.info.get("recipe", zoo.root.name)
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Zoo]:
+    """The arguments and the opened zoo. Parse twice when ``--settings`` is given: the spec's values
+    for the zoo's recipe become the defaults, so only flags the user typed override them."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    zoo = Zoo.open(args.zoo)
     if args.settings:
-        zoo = Zoo.open(args.zoo)
-        hparams, train = train_settings(
-            args.settings, zoo.info.get("recipe", zoo.root.name), args.task, args.model
-        )
+        hparams, train = train_settings(args.settings, recipe_name(zoo), args.task, args.model)
         parser.set_defaults(hparams=json.dumps(hparams), **train)
         args = parser.parse_args(argv)
-    return args
+    return args, zoo
 
 
-def run(args) -> dict:
+def run(args: argparse.Namespace, zoo: Zoo) -> dict:
     torch.set_num_threads(1)
-    zoo = Zoo.open(args.zoo)
     try:
         hparams = json.loads(args.hparams)
     except json.JSONDecodeError as exc:
@@ -96,7 +99,7 @@ def run(args) -> dict:
     train = load_task(zoo, args.train_split, args.task)
     val = load_task(zoo, args.val_split, args.task, spec=train.batch.spec)
     result = fit(config, train, val)
-    zoo_name = zoo.info.get("recipe", zoo.root.name)
+    zoo_name = recipe_name(zoo)
     base = next(iter(zoo.rows.values())).get("base_model", zoo_name)
     pconfig = PredictorConfig(
         predictor_id=args.predictor_id or f"{zoo_name}-{args.task}-{args.model}",
@@ -131,8 +134,8 @@ def run(args) -> dict:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        args = parse_args(argv)
-        meta = run(args)
+        args, zoo = parse_args(argv)
+        meta = run(args, zoo)
     except (ZooError, SettingsError, ValueError, OSError) as exc:
         return fail(str(exc))
     print(json.dumps({"out": args.out, "best_epoch": meta["best_epoch"], "val_metrics": meta["val_metrics"],
