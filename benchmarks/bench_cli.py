@@ -24,7 +24,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from training.experiment_settings import cell_settings
+from training.experiment_settings import cell_settings, load_spec
 from training.provenance import file_sha256, provenance
 
 ROOT = Path(__file__).resolve().parent
@@ -133,7 +133,7 @@ def _cell_task(args: tuple[str, str, str, str, str, dict[str, Any]]) -> tuple[st
 def model_cells(
     experiment: str, spec_file: str, zoos: set[str] | None = None
 ) -> list[tuple[Path, dict[str, Any], tuple]]:
-    spec = json.loads((EXPERIMENTS / spec_file).read_text())
+    spec = load_spec(EXPERIMENTS / spec_file)
     cells = []
     for zoo_name, zoo_rel in spec["zoos"].items():
         if zoos and zoo_name not in zoos:

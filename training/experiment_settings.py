@@ -20,6 +20,29 @@ class SettingsError(ValueError):
     """The spec file is unreadable or does not describe the requested model."""
 
 
+def load_spec(spec_file: str | Path) -> dict[str, Any]:
+    """Read an experiment spec. A spec may name another spec in ``models_from`` instead of writing
+    its own ``models`` (and ``tuning_note``): E2 trains E1's models, so GL-net's tuned settings are
+    written once. The reference is resolved here and dropped, so a cell's settings (and the key its
+    result is stored under) are the same as if the entries had been copied in."""
+    path = Path(spec_file)
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SettingsError(f"cannot read settings spec {spec_file}: {exc}") from None
+    if not isinstance(spec, dict):
+        raise SettingsError(f"settings spec {spec_file} is not a JSON object")
+    source = spec.pop("models_from", None)
+    if source is not None:
+        if "models" in spec:
+            raise SettingsError(f"settings spec {spec_file} has both models and models_from")
+        base = load_spec(path.parent / source)
+        spec["models"] = base.get("models", {})
+        if "tuning_note" in base:
+            spec["tuning_note"] = base["tuning_note"]
+    return spec
+
+
 def cell_settings(model_spec: dict[str, Any], zoo_name: str, task: str) -> dict[str, Any]:
     """One model's settings for one zoo and task: its ``hparams`` / ``train``, then the spec's
     ``overrides`` for ``"<task>"`` and for ``"<zoo>/<task>"`` on top (each tuned on that zoo's val
@@ -38,11 +61,8 @@ def train_settings(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(hparams, train)`` for ``model`` on ``zoo_name``/``task``: the spec's shared ``train``
     section under the model's own, overrides applied. ``train`` holds only ``TRAIN_FIELDS``."""
-    try:
-        spec = json.loads(Path(spec_file).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SettingsError(f"cannot read settings spec {spec_file}: {exc}") from None
-    models = spec.get("models", {}) if isinstance(spec, dict) else {}
+    spec = load_spec(spec_file)
+    models = spec.get("models", {})
     if model not in models:
         raise SettingsError(
             f"settings spec {spec_file} has no model {model!r}; it has: {', '.join(models) or 'none'}"

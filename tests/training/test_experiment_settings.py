@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from training.experiment_settings import cell_settings, train_settings
+from training.experiment_settings import SettingsError, cell_settings, load_spec, train_settings
 from training.train_cli import main as train_main
 
 SPEC = {
@@ -64,6 +64,30 @@ def test_train_settings_merge_shared_train_model_train_and_overrides(tmp_path: P
     }
     _, quality = train_settings(spec, "digits", "quality", "gl_net")
     assert quality["epochs"] == 5
+
+
+def test_models_from_reads_another_specs_models_as_if_copied_in(tmp_path: Path) -> None:
+    (tmp_path / "e1.json").write_text(json.dumps({**SPEC, "tuning_note": "chosen on val"}))
+    own = {"name": "e2", "train": {"epochs": 40}, "test_ranks": [1, 4]}
+    (tmp_path / "e2.json").write_text(json.dumps({**own, "models_from": "e1.json"}))
+    copied = {**own, "models": SPEC["models"], "tuning_note": "chosen on val"}
+    assert load_spec(tmp_path / "e2.json") == copied  # so a result's key does not change
+    assert train_settings(tmp_path / "e2.json", "digits", "harmful", "gl_net")[0]["pool"] == "norms"
+    (tmp_path / "both.json").write_text(json.dumps({**SPEC, "models_from": "e1.json"}))
+    with pytest.raises(SettingsError, match="both models and models_from"):
+        load_spec(tmp_path / "both.json")
+    (tmp_path / "dangling.json").write_text(json.dumps({**own, "models_from": "missing.json"}))
+    with pytest.raises(SettingsError, match="cannot read settings spec"):
+        load_spec(tmp_path / "dangling.json")
+
+
+def test_shipped_e2_spec_trains_exactly_e1s_models() -> None:
+    experiments = Path(__file__).parents[2] / "benchmarks" / "experiments"
+    e1, e2 = (
+        load_spec(experiments / "e1_models_tasks.json"),
+        load_spec(experiments / "e2_rank_generalisation.json"),
+    )
+    assert e2["models"] == e1["models"] and e2["tuning_note"] == e1["tuning_note"]
 
 
 def test_train_with_settings_uses_the_spec_and_explicit_flags_win(
