@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks import bench_cli, e3_timing, summary
 
 TINY = {
@@ -89,3 +91,46 @@ def test_summary_regenerates_tables_and_plots(tmp_path: Path) -> None:
         tmp_path, outdated=["e1/digits--harmful--gl_net.json"]
     ).read_text()
     assert "**Outdated results**" in flagged and "`e1/digits--harmful--gl_net.json`" in flagged
+
+
+def test_bench_runs_missing_cells_once_gl_net_first(
+    small_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    experiments, results = tmp_path / "experiments", tmp_path / "results"
+    experiments.mkdir()
+    train = {"epochs": 2, "batch_size": 16, "lr": 1e-3, "weight_decay": 0.01, "patience": 2}
+    models = {
+        "norm_stats": {"hparams": {}},
+        "gl_net": {"hparams": {"hidden": 4, "n_layers": 1, "head_dim": 8}},
+    }
+    e1 = {
+        "zoos": {"digits": str(small_zoo)},
+        "tasks": ["harmful"],
+        "seeds": [0],
+        "train": train,
+        "models": models,
+    }
+    e2 = {**{k: v for k, v in e1.items() if k != "models"}, "models_from": "e1.json",
+          "train_split": "rank_generalisation/train", "val_split": "rank_generalisation/val", "test_ranks": [1, 4]}  # fmt: skip
+    (experiments / "e1.json").write_text(json.dumps(e1))
+    (experiments / "e2.json").write_text(json.dumps(e2))
+    monkeypatch.setattr(bench_cli, "EXPERIMENTS", experiments)
+    monkeypatch.setattr(bench_cli, "RESULTS", results)
+    monkeypatch.setattr(bench_cli, "MODEL_EXPERIMENTS", {"e1": "e1.json", "e2": "e2.json"})
+
+    bench_cli.run_model_experiments(["e1", "e2"], jobs=1)
+    written = sorted(results.glob("*/*.json"), key=lambda p: p.stat().st_mtime_ns)
+    assert [p.relative_to(results).as_posix() for p in written] == [
+        "e1/digits--harmful--gl_net.json",  # the slow model first, across experiments
+        "e2/digits--harmful--gl_net.json",
+        "e1/digits--harmful--norm_stats.json",
+        "e2/digits--harmful--norm_stats.json",
+    ]
+    e2_result = json.loads((results / "e2" / "digits--harmful--gl_net.json").read_text())
+    assert (
+        e2_result["experiment"] == "e2" and 0.0 <= e2_result["summary"]["4"]["auroc"]["mean"] <= 1.0
+    )
+    stamps = [p.stat().st_mtime_ns for p in written]
+    bench_cli.run_model_experiments(["e1", "e2"], jobs=1)  # all current: nothing reruns
+    assert [p.stat().st_mtime_ns for p in written] == stamps
+    assert bench_cli.outdated_results() == []
