@@ -56,6 +56,58 @@ def e1_table(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+# The targets issue 5 sets for E1 (quality R^2 on every zoo, harmful detection on minilm-topics).
+GOALS: dict[tuple[str | None, str, str], float] = {
+    (None, "quality", "r2"): 0.8,
+    ("minilm-topics", "harmful", "auroc"): 0.95,
+    ("minilm-topics", "harmful", "tpr_at_1pct_fpr"): 0.8,
+}
+
+
+def _cell(result: dict[str, Any] | None, metric: str) -> dict[str, float] | None:
+    cell = (result or {}).get("summary", {}).get(metric)
+    return cell if cell and cell["mean"] == cell["mean"] else None
+
+
+def goals_table(results: list[dict[str, Any]]) -> list[str]:
+    """E1 against its goals: per zoo and task, the best model and where GL-net stands.
+
+    GL-net counts as tied when the gap to the best mean is within the two models' seed stds added
+    (their mean ± std intervals overlap); a numeric goal is met when GL-net's mean reaches it."""
+    if not results:
+        return ["_no results yet_"]
+    by = {(r["zoo"], r["task"], r["model"]): r for r in results}
+    lines = ["| zoo / task (metric) | best model | gl_net | gl_net vs best | goal | gl_net vs goal |",
+             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for zoo, task in sorted({(r["zoo"], r["task"]) for r in results}):
+        metrics = [HEADLINE[task][0]] + (["tpr_at_1pct_fpr"] if task == "harmful" else [])
+        for metric in metrics:
+            cells = {m: _cell(by.get((zoo, task, m)), metric) for m in MODELS}
+            ran = {m: c for m, c in cells.items() if c is not None}
+            if not ran:
+                continue
+            best = max(ran, key=lambda m: ran[m]["mean"])
+            gl = ran.get("gl_net")
+            if gl is None:
+                standing = "not run"
+            elif best == "gl_net":
+                standing = "best"
+            else:
+                gap = ran[best]["mean"] - gl["mean"]
+                tied = gap <= ran[best]["std"] + gl["std"]
+                standing = f"{'tied' if tied else 'behind'} (-{gap:.3f})"
+            goal = GOALS.get((zoo, task, metric), GOALS.get((None, task, metric)))
+            if goal is None or gl is None:
+                versus = "-"
+            else:
+                versus = "met" if gl["mean"] >= goal else f"missed by {goal - gl['mean']:.3f}"
+            lines.append(
+                f"| {zoo} / {task} ({metric}) | {best} {_fmt(ran[best])} | {_fmt(gl)} | {standing} "
+                f"| {'-' if goal is None else f'>= {goal}'} | {versus} |"
+            )
+    return lines
+
+
 def e2_table(results: list[dict[str, Any]]) -> list[str]:
     if not results:
         return ["_no results yet_"]
@@ -208,6 +260,7 @@ def write_summary(results_dir: Path, outdated: list[str] | None = None) -> Path:
              "each result records its git sha, package versions and machine.", f"Results from commits: {', '.join(s[:10] for s in shas) or 'none'}.", "",
              *outdated_lines(outdated or []),
              "## E1: models x tasks x zoos (test split, mean ± std over 3 seeds)", "", *e1_table(e1), "",
+             "### E1 against the goals", "", *goals_table(e1), "",
              "## E2: rank generalisation", "", *e2_table(e2), "",
              "## E3: time per LoRA across GPT-3 sizes", "", *e3_table(e3), "",
              "## E4: speed-up against standard evaluation", "", *e4_table(e4), ""]  # fmt: skip

@@ -93,6 +93,31 @@ def test_summary_regenerates_tables_and_plots(tmp_path: Path) -> None:
     assert "**Outdated results**" in flagged and "`e1/digits--harmful--gl_net.json`" in flagged
 
 
+def test_goals_table_names_the_best_model_and_the_gap_to_each_goal() -> None:
+    def cell(zoo: str, task: str, model: str, **metrics: tuple[float, float]) -> dict:
+        summary_ = {k: {"mean": m, "std": sd} for k, (m, sd) in metrics.items()}
+        return {"zoo": zoo, "task": task, "model": model, "summary": summary_}
+
+    rows = summary.goals_table([
+        cell("minilm-topics", "harmful", "gl_net", auroc=(0.93, 0.01), tpr_at_1pct_fpr=(0.6, 0.05)),
+        cell("minilm-topics", "harmful", "mlp", auroc=(0.94, 0.005), tpr_at_1pct_fpr=(0.3, 0.05)),
+        cell("digits", "quality", "gl_net", r2=(0.5, 0.01)),
+        cell("digits", "quality", "mlp_oalign", r2=(0.6, 0.01)),
+    ])  # fmt: skip
+    assert (
+        "| digits / quality (r2) | mlp_oalign 0.600 ± 0.010 | 0.500 ± 0.010 | behind (-0.100) | >= 0.8 | missed by 0.300 |"
+        in rows
+    )
+    assert (
+        "| minilm-topics / harmful (auroc) | mlp 0.940 ± 0.005 | 0.930 ± 0.010 | tied (-0.010) | >= 0.95 | missed by 0.020 |"
+        in rows
+    )
+    assert any(
+        r.startswith("| minilm-topics / harmful (tpr_at_1pct_fpr) | gl_net") and "| best |" in r
+        for r in rows
+    )
+
+
 def test_bench_runs_missing_cells_once_gl_net_first(
     small_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
