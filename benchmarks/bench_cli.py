@@ -32,7 +32,11 @@ REPO = ROOT.parent
 EXPERIMENTS = ROOT / "experiments"
 RESULTS = ROOT / "results"
 log = logging.getLogger("loravet.bench")
-MODEL_EXPERIMENTS = {"e1": "e1_models_tasks.json", "e2": "e2_rank_generalisation.json"}
+MODEL_EXPERIMENTS = {
+    "e1": "e1_models_tasks.json",
+    "e2": "e2_rank_generalisation.json",
+    "e5": "e5_quality_via_task.json",
+}
 E4_ZOOS = ("digits", "minilm-topics")
 
 
@@ -70,7 +74,7 @@ def local_imports(path: Path, package: str) -> set[Path]:
 
 @functools.cache
 def model_code_hash(model: str) -> str:
-    """Hash of the source one model's E1/E2 results depend on: the ``training/`` files the cells
+    """Hash of the source one model's E1/E2/E5 results depend on: the ``training/`` files the cells
     run (``model_runs.py``'s imports, followed; not the CLIs), the model's own module, and what
     these import from ``models/`` (not the catalog, which imports every model). So a change to one
     model family, or to a CLI, does not outdate every result. Cached: one bench run asks once per
@@ -126,7 +130,11 @@ def _cell_task(args: tuple[str, str, str, str, str, dict[str, Any]]) -> tuple[st
     from benchmarks import model_runs
 
     experiment, zoo_dir, task, model, out, spec = args
-    runner = model_runs.run_e1_cell if experiment == "e1" else model_runs.run_e2_cell
+    runner = {
+        "e1": model_runs.run_e1_cell,
+        "e2": model_runs.run_e2_cell,
+        "e5": model_runs.run_e5_cell,
+    }[experiment]
     return out, runner(zoo_dir, task, model, spec)
 
 
@@ -146,8 +154,11 @@ def model_cells(
             )
             continue
         for task in spec["tasks"]:
-            for model in spec["models"]:
-                settings = cell_settings(spec["models"][model], zoo_name, task)
+            for model in spec.get("run_models", spec["models"]):
+                # E5 trains each model on another task (membership) than the one it reports
+                settings = cell_settings(
+                    spec["models"][model], zoo_name, spec.get("stage1_task", task)
+                )
                 cell_spec = {**spec, "models": {model: settings}}
                 key = {"spec": spec_hash(cell_spec), "zoo": zh, "code": model_code_hash(model)}
                 out = RESULTS / experiment / f"{zoo_name}--{task}--{model}.json"
@@ -158,7 +169,7 @@ def model_cells(
 
 
 def run_model_experiments(experiments: list[str], jobs: int, zoos: set[str] | None = None) -> None:
-    """Run the missing or outdated E1/E2 cells of ``experiments`` in one pool of ``jobs`` processes.
+    """Run the missing or outdated E1/E2/E5 cells of ``experiments`` in one pool of ``jobs`` processes.
 
     One pool for all of them, GL-net's cells first: a GL-net cell takes several times as long as a
     baseline's, and starting the longest jobs first keeps every core busy to the end instead of
@@ -270,18 +281,18 @@ def main(argv: list[str] | None = None) -> int:
     p: argparse.ArgumentParser = Parser(prog="loravet bench", description=__doc__.split("\n")[0])
     p.add_argument(
         "--only",
-        choices=("e1", "e2", "e3", "e4"),
+        choices=("e1", "e2", "e3", "e4", "e5"),
         action="append",
         help="run only these experiments",
     )
     p.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
     p.add_argument("--summary-only", action="store_true")
-    p.add_argument("--zoo", action="append", help="only these zoos (e.g. digits) for e1/e2")
+    p.add_argument("--zoo", action="append", help="only these zoos (e.g. digits) for e1/e2/e5")
     args = p.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.FileHandler(RESULTS / "bench.log"), logging.StreamHandler()])  # fmt: skip
-    only = set(args.only or ("e1", "e2", "e3", "e4"))
+    only = set(args.only or ("e1", "e2", "e3", "e4", "e5"))
     if not args.summary_only:
         if "e3" in only:
             run_e3()

@@ -1,4 +1,4 @@
-"""E1 and E2 cells: train a model on a zoo task for several seeds and measure it on held-out splits."""
+"""E1, E2 and E5 cells: train a model on a zoo task for several seeds and measure it on held-out splits."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from training import metrics
 from training.train_loop import TrainConfig, fit, predict_raw, task_metrics, to_user_units
-from training.zoo_dataset import Zoo, load_task
+from training.zoo_dataset import Zoo, load_task, target
 
 
 def _config(task: str, model: str, seed: int, spec: dict[str, Any]) -> TrainConfig:
@@ -80,6 +81,102 @@ def run_e2_cell(zoo_dir: str, task: str, model: str, spec: dict[str, Any]) -> di
     summary = {r: summarise([s[r] for s in per_seed]) for r in per_seed[0]}
     return {"n_train": len(train), "test_sizes": {str(r): len(d) for r, d in tests.items()}, "per_seed": per_seed,
             "summary": summary}  # fmt: skip
+
+
+def pair_features(x: np.ndarray) -> np.ndarray:
+    """``(N, L)`` label indicators or probabilities -> ``(N, L + L(L-1)/2)``: each label and each
+    pair of labels (a pair of topics can be harder together than either alone)."""
+    i, j = np.triu_indices(x.shape[1], k=1)
+    return np.concatenate([x, x[:, i] * x[:, j]], axis=1)
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+    """Ridge regression with an unpenalised intercept, closed form: ``(weights, intercept)``."""
+    mx, my = x.mean(axis=0), y.mean()
+    xc = x - mx
+    w = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ (y - my))
+    return w, float(my - mx @ w)
+
+
+RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-3, 3, 13))
+FEATURES = {"labels": lambda x: x, "labels+pairs": pair_features}
+
+
+def task_to_quality(
+    train_labels: np.ndarray,
+    train_quality: np.ndarray,
+    val_inputs: np.ndarray,
+    val_quality: np.ndarray,
+) -> tuple[str, float, Any]:
+    """The map from a task (the zoo's membership labels) to the quality finetunes of that task
+    reach: ridge on the true labels of the train split, its features and alpha chosen by R^2 on
+    ``val_inputs`` (true labels, or a model's predicted probabilities). Returns
+    ``(features, alpha, predict)``."""
+    best: tuple[float, str, float, Any] | None = None
+    for name, feats in FEATURES.items():
+        for alpha in RIDGE_ALPHAS:
+            w, b = fit_ridge(feats(train_labels), train_quality, alpha)
+
+            def predict(
+                x: np.ndarray, w: np.ndarray = w, b: float = b, feats: Any = feats
+            ) -> np.ndarray:
+                return feats(x) @ w + b
+
+            r2 = metrics.r2_score(val_quality, predict(val_inputs))
+            if best is None or r2 > best[0]:
+                best = (r2, name, alpha, predict)
+    assert best is not None
+    return best[1], best[2], best[3]
+
+
+def run_e5_cell(zoo_dir: str, task: str, model: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Quality read through the task: ``model`` learns the zoo's membership labels (which topics
+    a finetune was trained on) from the weights, and a ridge map from the true labels of the
+    train split to quality turns its predicted probabilities into a quality estimate.
+
+    Why: on minilm-topics a finetune's accuracy is mostly set by its topics (the true labels alone
+    explain much of it), which a membership model reads from the weights far better than a
+    regression head learns it from 800 scalar targets. The same map fed the true test labels is
+    recorded as the ceiling of the approach (``oracle``)."""
+    torch.set_num_threads(1)
+    zoo = Zoo.open(zoo_dir)
+    stage1 = spec.get("stage1_task", "membership")
+    train = load_task(zoo, "train", stage1)
+    data = {
+        "train": train,
+        "val": load_task(zoo, "val", stage1, spec=train.batch.spec),
+        "test": load_task(zoo, "test", stage1, spec=train.batch.spec),
+    }
+    quality = {
+        split: np.array([target(zoo.rows[i], task)[0] for i in d.ids]) for split, d in data.items()
+    }
+    _, _, oracle = task_to_quality(data["train"].y, quality["train"], data["val"].y, quality["val"])
+    per_seed = []
+    for seed in spec["seeds"]:
+        result = fit(_config(stage1, model, seed, spec), data["train"], data["val"])
+        prob = {
+            split: to_user_units(stage1, predict_raw(result.model, data[split].batch),
+                                 result.target_mean, result.target_std)
+            for split in ("val", "test")
+        }  # fmt: skip
+        features, alpha, predict = task_to_quality(
+            data["train"].y, quality["train"], prob["val"], quality["val"]
+        )
+        per_seed.append({
+            **metrics.regression_metrics(quality["test"], predict(prob["test"])),
+            "membership_accuracy": metrics.per_label_accuracy(data["test"].y, prob["test"]),
+            "ridge_alpha": alpha, "ridge_pairs": float(features == "labels+pairs"),
+            "train_seconds": result.seconds, "best_epoch": float(result.best_epoch),
+        })  # fmt: skip
+    return {
+        "stage1_task": stage1,
+        "n_train": len(train),
+        "n_val": len(data["val"]),
+        "n_test": len(data["test"]),
+        "oracle": metrics.regression_metrics(quality["test"], oracle(data["test"].y)),
+        "per_seed": per_seed,
+        "summary": summarise(per_seed),
+    }
 
 
 def headline(task: str, summary: dict[str, dict[str, float]]) -> tuple[str, float, float]:

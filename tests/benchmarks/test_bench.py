@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from benchmarks import bench_cli, e3_timing, summary
+from benchmarks import bench_cli, e3_timing, model_runs, summary
 
 TINY = {
     "rank": 4,
@@ -82,8 +83,13 @@ def test_summary_regenerates_tables_and_plots(tmp_path: Path) -> None:
     cell = {"zoo": "digits", "task": "harmful", "model": "gl_net", "provenance": {"git_sha": "abc"},
             "summary": {"auroc": {"mean": 0.8, "std": 0.01}, "tpr_at_1pct_fpr": {"mean": 0.2, "std": 0.05}}}  # fmt: skip
     (tmp_path / "e1" / "digits--harmful--gl_net.json").write_text(json.dumps(cell))
+    (tmp_path / "e5").mkdir()
+    e5 = {"zoo": "digits", "task": "quality", "model": "gl_net", "oracle": {"r2": 0.5},
+          "summary": {"r2": {"mean": 0.4, "std": 0.02}, "membership_accuracy": {"mean": 0.9, "std": 0.0}}}  # fmt: skip
+    (tmp_path / "e5" / "digits--quality--gl_net.json").write_text(json.dumps(e5))
     text = summary.write_summary(tmp_path).read_text()
     assert "| gl_net | 0.800 ± 0.010 |" in text
+    assert "| digits | gl_net | 0.900 ± 0.000 | 0.400 ± 0.020 | - | 0.500 | - |" in text
     assert "skip (" in text  # the refused mlp_dense at the wide size
     assert (tmp_path / "e3_timing.png").stat().st_size > 1000
     assert "Outdated" not in text
@@ -159,3 +165,25 @@ def test_bench_runs_missing_cells_once_gl_net_first(
     bench_cli.run_model_experiments(["e1", "e2"], jobs=1)  # all current: nothing reruns
     assert [p.stat().st_mtime_ns for p in written] == stamps
     assert bench_cli.outdated_results() == []
+
+
+def test_ridge_task_map_recovers_a_known_linear_rule() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=(200, 5)).astype(float)
+    quality = 0.9 - 0.05 * labels.sum(axis=1) - 0.1 * labels[:, 0] * labels[:, 1]
+    features, _, predict = model_runs.task_to_quality(
+        labels[:150], quality[:150], labels[150:], quality[150:]
+    )
+    assert features == "labels+pairs"  # the pair term is real, val picks it
+    assert np.abs(predict(labels[150:]) - quality[150:]).max() < 0.01
+
+
+def test_e5_cell_reads_quality_through_predicted_membership(small_zoo: Path) -> None:
+    spec = {"seeds": [0], "stage1_task": "membership",
+            "train": {"epochs": 3, "batch_size": 16, "lr": 1e-2, "weight_decay": 0.0, "patience": 3},
+            "models": {"norm_stats": {"hparams": {}}}}  # fmt: skip
+    out = model_runs.run_e5_cell(str(small_zoo), "quality", "norm_stats", spec)
+    seed = out["per_seed"][0]
+    assert 0.0 <= seed["membership_accuracy"] <= 1.0 and np.isfinite(seed["r2"])
+    assert out["n_test"] > 0 and np.isfinite(out["oracle"]["r2"])
+    assert out["summary"]["r2"]["mean"] == seed["r2"]
