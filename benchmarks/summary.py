@@ -124,6 +124,11 @@ def e2_table(results: list[dict[str, Any]]) -> list[str]:
                 + " | ".join(_fmt(r["summary"].get(str(k), {}).get(key)) for k in ranks)
                 + " |"
             )
+        sizes = rows[0].get("test_sizes", {})
+        if sizes:  # small per-rank test sets make a difference between ranks noise; say so
+            lines.append(
+                "| _test LoRAs_ | " + " | ".join(str(sizes.get(str(k), "-")) for k in ranks) + " |"
+            )
         lines.append("")
     return lines
 
