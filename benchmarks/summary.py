@@ -251,7 +251,13 @@ def _plots(results_dir: Path, e2: list[dict[str, Any]], e3: dict[str, Any] | Non
         ax.set_xscale("log", base=2)
         ax.set_xlabel("test rank (trained on rank 4)")
         ax.set_ylabel(label)
-        ax.set_title(f"{zoo}: {task}")
+        sizes = next(
+            (r.get("test_sizes") for r in e2 if r["zoo"] == zoo and r["task"] == task), None
+        )
+        n_text = (
+            f"\ntest LoRAs per rank: {' / '.join(str(n) for n in sizes.values())}" if sizes else ""
+        )
+        ax.set_title(f"{zoo}: {task}{n_text}", fontsize=10)
         ax.legend(fontsize=8)
         fig.tight_layout()
         name = f"e2_{zoo}_{task}.png"
