@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import bench_cli, e3_timing, model_runs, summary
+from benchmarks import bench_cli, e3_timing, model_runs, summary, task_ceiling
 
 TINY = {
     "rank": 4,
@@ -187,3 +187,12 @@ def test_e5_cell_reads_quality_through_predicted_membership(small_zoo: Path) -> 
     assert 0.0 <= seed["membership_accuracy"] <= 1.0 and np.isfinite(seed["r2"])
     assert out["n_test"] > 0 and np.isfinite(out["oracle"]["r2"])
     assert out["summary"]["r2"]["mean"] == seed["r2"]
+
+
+def test_task_ceiling_reads_only_the_manifest(
+    small_zoo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = task_ceiling.ceiling(str(small_zoo))
+    assert np.isfinite(result["test_r2"]) and result["alpha"] in model_runs.RIDGE_ALPHAS
+    assert task_ceiling.main([str(small_zoo)]) == 0
+    assert "task -> quality ceiling: val R^2" in capsys.readouterr().out
