@@ -37,6 +37,7 @@ MODEL_EXPERIMENTS = {
     "e2": "e2_rank_generalisation.json",
     "e5": "e5_quality_via_task.json",
 }
+EXPERIMENT_NAMES = ("e1", "e2", "e3", "e4", "e5")
 E4_ZOOS = ("digits", "minilm-topics")
 
 
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     p: argparse.ArgumentParser = Parser(prog="loravet bench", description=__doc__.split("\n")[0])
     p.add_argument(
         "--only",
-        choices=("e1", "e2", "e3", "e4", "e5"),
+        choices=EXPERIMENT_NAMES,
         action="append",
         help="run only these experiments",
     )
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.FileHandler(RESULTS / "bench.log"), logging.StreamHandler()])  # fmt: skip
-    only = set(args.only or ("e1", "e2", "e3", "e4", "e5"))
+    only = set(args.only or EXPERIMENT_NAMES)
     if not args.summary_only:
         if "e3" in only:
             run_e3()

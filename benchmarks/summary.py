@@ -235,10 +235,11 @@ def _plots(results_dir: Path, e2: list[dict[str, Any]], e3: dict[str, Any] | Non
     for zoo, task in sorted({(r["zoo"], r["task"]) for r in e2}):
         key, label = HEADLINE[task]
         fig, ax = plt.subplots(figsize=(6, 4))
-        for r in sorted(
+        rows = sorted(
             (r for r in e2 if r["zoo"] == zoo and r["task"] == task),
             key=lambda r: MODELS.index(r["model"]),
-        ):
+        )
+        for r in rows:
             ranks = sorted(int(k) for k in r["summary"])
             ax.errorbar(
                 ranks,
@@ -251,9 +252,7 @@ def _plots(results_dir: Path, e2: list[dict[str, Any]], e3: dict[str, Any] | Non
         ax.set_xscale("log", base=2)
         ax.set_xlabel("test rank (trained on rank 4)")
         ax.set_ylabel(label)
-        sizes = next(
-            (r.get("test_sizes") for r in e2 if r["zoo"] == zoo and r["task"] == task), None
-        )
+        sizes = rows[0].get("test_sizes")
         n_text = (
             f"\ntest LoRAs per rank: {' / '.join(str(n) for n in sizes.values())}" if sizes else ""
         )

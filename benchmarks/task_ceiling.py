@@ -15,7 +15,8 @@ import numpy as np
 
 from benchmarks.model_runs import task_to_quality
 from training import metrics
-from training.zoo_dataset import Zoo, target
+from training.cli_support import fail
+from training.zoo_dataset import Zoo, ZooError, target
 
 
 def ceiling(zoo_dir: str) -> dict[str, float]:
@@ -38,7 +39,10 @@ def ceiling(zoo_dir: str) -> dict[str, float]:
 
 def main(argv: list[str]) -> int:
     for zoo_dir in argv:
-        c = ceiling(zoo_dir)
+        try:
+            c = ceiling(zoo_dir)
+        except (ZooError, OSError) as exc:  # not a zoo, or no membership / quality labels
+            return fail(f"{zoo_dir}: {exc}")
         print(f"{zoo_dir}: task -> quality ceiling: val R^2 {c['val_r2']:.3f}, test R^2 {c['test_r2']:.3f} "
               f"({'labels+pairs' if c['pairs'] else 'labels'}, alpha {c['alpha']:g})")  # fmt: skip
     return 0

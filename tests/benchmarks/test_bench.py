@@ -196,3 +196,5 @@ def test_task_ceiling_reads_only_the_manifest(
     assert np.isfinite(result["test_r2"]) and result["alpha"] in model_runs.RIDGE_ALPHAS
     assert task_ceiling.main([str(small_zoo)]) == 0
     assert "task -> quality ceiling: val R^2" in capsys.readouterr().out
+    assert task_ceiling.main([str(small_zoo.parent / "no-such-zoo")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
