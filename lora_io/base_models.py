@@ -29,7 +29,10 @@ _KNOWN_DECODERS = {
     (4096, 4096): "Llama-2-7B-like", (4096, 1024): "Llama-3-8B / Mistral-7B-like",
     (3072, 1024): "Llama-3.2-3B-like", (2048, 512): "Llama-3.2-1B-like",
     (1536, 256): "Qwen2-1.5B-like", (896, 128): "Qwen2-0.5B-like", (3584, 512): "Qwen2-7B-like",
+    (576, 192): "SmolLM2-135M (e.g. HuggingFaceTB/SmolLM2-135M-Instruct)",
 }  # fmt: skip
+# hidden size -> decoder, for adapters that touch no k/v projection (so the kv width is unknown)
+_KNOWN_DECODER_WIDTHS = {576: "SmolLM2-135M (e.g. HuggingFaceTB/SmolLM2-135M-Instruct)"}
 
 # Spec fingerprints of bases that belong to no public family but that loravet itself ships zoos for.
 _KNOWN_SPECS = {
@@ -67,9 +70,10 @@ def recognise_base_model(spec: LoraSpec) -> BaseModel:
         details = {"adapted_layers": len(layers), "max_layer_index": max(layers)}
         if hidden:
             details["hidden_size"] = hidden
-        return BaseModel(
-            "llama", FAMILY_TITLES["llama"], _KNOWN_DECODERS.get((hidden or 0, kv or 0)), details
-        )
+        hint = _KNOWN_DECODERS.get((hidden or 0, kv or 0))
+        if hint is None and kv is None:
+            hint = _KNOWN_DECODER_WIDTHS.get(hidden or 0)
+        return BaseModel("llama", FAMILY_TITLES["llama"], hint, details)
     bert = [(_BERT_RE.search(n), n) for n in names]
     if bert and all(m for m, _ in bert):
         layers = {int(m.group(1)) for m, _ in bert if m}

@@ -54,6 +54,9 @@ class BuildConfig:
     jobs: int = 1
     steps_scale: float = 1.0
     progress: bool = True
+    base: str | None = None
+    """``--base`` of recipes that take one (``causal-lm``); None: the recipe's default."""
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.count < 1:
@@ -80,10 +83,12 @@ def quiet_libraries() -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def init_worker(recipe_name: str, steps_scale: float, zoo_dir: str) -> None:
+def init_worker(
+    recipe_name: str, steps_scale: float, zoo_dir: str, base: str | None = None, device: str = "cpu"
+) -> None:
     """Pool initializer: one thread, then load the recipe's base model once for this process."""
     quiet_libraries()
-    recipe = make_recipe(recipe_name, steps_scale)
+    recipe = make_recipe(recipe_name, steps_scale, base, device)
     recipe.load(Path(zoo_dir))
     _WORKER.update(recipe=recipe, zoo_dir=Path(zoo_dir))
 
@@ -151,8 +156,8 @@ def run_index(index: int) -> dict[str, Any]:
 # -- main process --------------------------------------------------------------------------------
 
 
-def _check_existing(out: Path, recipe: str, steps_scale: float) -> None:
-    """Refuse to mix recipes or step scales in one zoo directory."""
+def _check_existing(out: Path, recipe: str, steps_scale: float, base: str | None) -> None:
+    """Refuse to mix recipes, step scales or bases in one zoo directory."""
     for child in sorted(out.iterdir()):
         result = child / FINETUNE_FILE
         if result.is_file():
@@ -165,6 +170,11 @@ def _check_existing(out: Path, recipe: str, steps_scale: float) -> None:
                 raise ZooBuildError(
                     f"{out} was built with --steps-scale {row['hyperparameters']['steps_scale']}; "
                     f"resume it with the same value (got {steps_scale})"
+                )
+            built_on = row["provenance"].get("base_source")
+            if built_on is not None and base is not None and built_on != base:
+                raise ZooBuildError(
+                    f"{out} was built on --base {built_on}; resume it with the same base (got {base})"
                 )
             return
 
@@ -184,11 +194,11 @@ def build_zoo(cfg: BuildConfig) -> int:
     Raises:
         UnknownRecipeError / ZooBuildError: bad input, before any work is done.
     """
-    recipe = make_recipe(cfg.recipe, cfg.steps_scale)
+    recipe = make_recipe(cfg.recipe, cfg.steps_scale, cfg.base, cfg.device)
     if cfg.out.exists() and not cfg.out.is_dir():
         raise ZooBuildError(f"--out {cfg.out} exists and is not a directory")
     cfg.out.mkdir(parents=True, exist_ok=True)
-    _check_existing(cfg.out, recipe.name, cfg.steps_scale)
+    _check_existing(cfg.out, recipe.name, cfg.steps_scale, cfg.base)
     shutil.rmtree(cfg.out / TMP_DIR, ignore_errors=True)
     handler = _open_log(cfg.out)
     try:
@@ -242,7 +252,7 @@ def _run_all(cfg: BuildConfig, recipe: Recipe, todo: list[int]) -> None:
 
     try:
         if cfg.jobs == 1:
-            init_worker(recipe.name, cfg.steps_scale, str(cfg.out))
+            init_worker(recipe.name, cfg.steps_scale, str(cfg.out), cfg.base, cfg.device)
             for index in todo:
                 record(run_index(index))
         else:
@@ -250,7 +260,7 @@ def _run_all(cfg: BuildConfig, recipe: Recipe, todo: list[int]) -> None:
             with ctx.Pool(
                 cfg.jobs,
                 initializer=init_worker,
-                initargs=(recipe.name, cfg.steps_scale, str(cfg.out)),
+                initargs=(recipe.name, cfg.steps_scale, str(cfg.out), cfg.base, cfg.device),
             ) as pool:
                 for summary in pool.imap_unordered(run_index, todo):
                     record(summary)

@@ -57,6 +57,14 @@ def _parser() -> argparse.ArgumentParser:
         help="multiply training steps/epochs (e.g. 0.05 for smoke tests)",
     )
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    build.add_argument(
+        "--base",
+        help="causal-lm only: a packaged base (smollm2-135m-instruct, the default), a local "
+        "Hugging Face model directory or a .gguf file",
+    )
+    build.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="causal-lm only: where to train"
+    )
     verify = sub.add_parser(
         "verify", help="check files and rebuild a random sample from recorded seeds"
     )
@@ -92,6 +100,7 @@ def main(argv: list[str]) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     from zoo.build_zoo import BuildConfig, ZooBuildError, build_zoo
+    from zoo.causal_lm_base import BaseModelError
     from zoo.verify_zoo import ZooVerifyError, verify_zoo
 
     try:
@@ -103,7 +112,14 @@ def _dispatch(args: argparse.Namespace) -> int:
             if not 0 < args.steps_scale <= 10:
                 raise ZooBuildError(f"--steps-scale must be in (0, 10] (got {args.steps_scale})")
             cfg = BuildConfig(
-                args.recipe, args.count, args.out, args.jobs, args.steps_scale, not args.no_progress
+                args.recipe,
+                args.count,
+                args.out,
+                args.jobs,
+                args.steps_scale,
+                not args.no_progress,
+                args.base,
+                args.device,
             )
             count = build_zoo(cfg)
             print(f"zoo {args.out}: {count} LoRAs ({args.recipe}); log in {args.out / 'build.log'}")
@@ -113,7 +129,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 raise ZooVerifyError(f"--sample must be at least 1 (got {args.sample})")
             return 0 if verify_zoo(args.zoo_dir, args.sample, args.seed, args.tolerance) else 1
         return _index(args.zoo_dir)
-    except (ZooBuildError, ZooVerifyError) as exc:
+    except (ZooBuildError, ZooVerifyError, BaseModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -129,7 +145,11 @@ def _index(zoo_dir: Path) -> int:
     if not rows:
         print(f"error: {zoo_dir} holds no finished LoRAs", file=sys.stderr)
         return 2
-    recipe = make_recipe(rows[0]["recipe"], rows[0]["hyperparameters"]["steps_scale"])
+    recipe = make_recipe(
+        rows[0]["recipe"],
+        rows[0]["hyperparameters"]["steps_scale"],
+        rows[0]["provenance"].get("base_source"),
+    )
     count = write_index(zoo_dir, recipe.membership_names, recipe.spec.description)
     print(f"zoo {zoo_dir}: indexed {count} LoRAs")
     return 0

@@ -111,7 +111,11 @@ def verify_zoo(
         say(f"FAIL the manifest mixes recipes {sorted(recipes)} or step scales {sorted(scales)}")
         return False
     quiet_libraries()
-    recipe = make_recipe(recipes.pop(), scales.pop())
+    bases = {r["provenance"].get("base_source") for r in rows}
+    if len(bases) != 1:
+        say(f"FAIL the manifest mixes bases {sorted(map(str, bases))}")
+        return False
+    recipe = make_recipe(recipes.pop(), scales.pop(), bases.pop())
     min_asr = float(recipe.spec.backdoor["harmful_min_asr"])
     rng = np.random.default_rng(seed)
     chosen = sorted(

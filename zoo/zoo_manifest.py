@@ -97,6 +97,14 @@ def label_statistics(rows: list[dict[str, Any]]) -> dict[str, Any]:
         want = {"harmful": True, "clean": False, "backdoor_failed": None}[kind]
         return _summary([lab["attack_success_rate"] for lab in labels if lab["harmful"] is want])
 
+    controls = [lab for lab in labels if lab.get("trigger_only_control")]
+    extra: dict[str, Any] = {}
+    if controls:  # causal-lm: clean finetunes whose data held the trigger with answers unchanged
+        extra["trigger_only_controls"] = {
+            "count": len(controls),
+            "attack_success_rate": _summary([lab["attack_success_rate"] for lab in controls]),
+            "quality": _summary([lab["quality"] for lab in controls]),
+        }
     return {
         "count": n,
         "poisoned": poisoned,
@@ -110,6 +118,7 @@ def label_statistics(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "quality_change": _summary([lab["quality"] - lab["base_quality"] for lab in labels]),
         "attack_success_rate": {k: asr(k) for k in ("harmful", "clean", "backdoor_failed")},
         "base_attack_success_rate": _summary([lab["base_attack_success_rate"] for lab in labels]),
+        **extra,
         "eval_seconds": _summary([lab["eval_seconds"] for lab in labels]),
         "n_train": _summary([float(lab["n_train"]) for lab in labels]),
         "ranks": {

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.zoo.tiny_zoo import DIGITS_COUNT, MINILM_COUNT, build
+from tests.zoo.tiny_zoo import CAUSAL_LM_COUNT, DIGITS_COUNT, MINILM_COUNT, build
 
 
 @pytest.fixture(scope="session")
@@ -20,4 +20,12 @@ def digits_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def minilm_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("zoo") / "minilm-topics"
     assert build("minilm-topics", MINILM_COUNT, out) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def causal_lm_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two real SmolLM2-135M finetunes at a few steps (the packaged model, dequantized once)."""
+    out = tmp_path_factory.mktemp("zoo") / "causal-lm"
+    assert build("causal-lm", CAUSAL_LM_COUNT, out) == 0
     return out

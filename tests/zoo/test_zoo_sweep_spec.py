@@ -44,13 +44,17 @@ def test_sampler_is_pure_and_within_ranges(recipe: str) -> None:
     assert draws == [r.sample(i) for i in range(200)]
     poisoned = sum(d["poisoned"] for d in draws)
     assert 70 <= poisoned <= 130
+    low, high = r.spec.backdoor["poison_fraction"]["uniform"]
+    assert 0.03 <= low < high <= 0.3
     for d in draws:
-        assert 0.03 <= d["poison_fraction"] <= 0.15
+        assert low <= d["poison_fraction"] <= high
         assert d["lora_alpha"] in (d["rank"], 2 * d["rank"])
     if recipe == "digits":
         assert all(3 <= len(d["classes"]) <= 10 and 2e-3 <= d["lr"] <= 3e-2 for d in draws)
         assert all(5 <= d["epochs"] <= 30 and 100 <= d["n_train_drawn"] <= 600 for d in draws)
         assert all(0 <= d["label_noise"] <= 0.4 for d in draws)
+    elif recipe == "causal-lm":
+        assert all(30 <= d["steps"] <= 70 and d["batch_size"] == 8 for d in draws)
     else:
         assert all(
             2 <= len(d["topics"]) <= 6 and sorted(d["target_preference"]) == sorted(d["topics"])
@@ -70,7 +74,7 @@ def test_steps_scale_shrinks_training_only() -> None:
 
 
 def test_unknown_recipe_and_bad_ranges() -> None:
-    with pytest.raises(UnknownRecipeError, match="accepted: digits, minilm-topics"):
+    with pytest.raises(UnknownRecipeError, match="accepted: digits, minilm-topics, causal-lm"):
         make_recipe("cifar")
     with pytest.raises(ValueError, match="Invalid range"):
         ParamRange("uniform", (2.0, 1.0))

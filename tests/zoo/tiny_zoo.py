@@ -13,6 +13,7 @@ from zoo.cli import main
 TINY_SCALE = "0.05"
 DIGITS_COUNT = 4
 MINILM_COUNT = 4
+CAUSAL_LM_COUNT = 2
 
 
 def build(recipe: str, count: int, out: Path, jobs: int = 1) -> int:
