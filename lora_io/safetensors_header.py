@@ -14,7 +14,10 @@ a few limits that no LoRA comes near:
   and the byte buffer covered exactly up to the end of the file (no trailing bytes: no polyglots).
 
 Anything that is not safetensors at all is named: pickles and PyTorch zip archives are refused as
-such (never unpickled), and a few other weight formats are recognised by their magic bytes.
+such (never unpickled), and a few other weight formats are recognised by their magic bytes. The
+safetensors structure is tried first and magic bytes are read only when it fails: the 8-byte length
+prefix of a valid file can itself start with a marker (a 896-byte header is ``80 03 00 ...``, the
+pickle protocol-3 opcode; 25,640 bytes is ``(d``, a protocol-0 pickle's start).
 """
 
 from __future__ import annotations
@@ -123,12 +126,26 @@ def sniff_foreign_format(prefix: bytes) -> None:
             )
 
 
-def header_length(prefix: bytes, *, max_header_bytes: int = MAX_HEADER_BYTES) -> int:
-    """Validate the first 8 bytes and return the header length ``N``.
+def starts_like_safetensors(prefix: bytes, max_header_bytes: int = MAX_HEADER_BYTES) -> bool:
+    """The structure a safetensors file starts with: a length within the cap, then ``{``.
 
-    Lets a stream reader know how many bytes it must buffer before :func:`parse_header`.
+    A pickle or archive cannot have it: its marker bytes would make the length gigantic, or the
+    byte after the length would have to be ``{`` with zero bytes before it.
     """
-    sniff_foreign_format(prefix[:16])
+    if len(prefix) < 9:
+        return False
+    (n,) = struct.unpack("<Q", prefix[:8])
+    return 2 <= n <= max_header_bytes and prefix[8:9] == b"{"
+
+
+def header_length(prefix: bytes, *, max_header_bytes: int = MAX_HEADER_BYTES) -> int:
+    """Validate the first bytes (9 or more to tell safetensors from a marker) and return ``N``.
+
+    Lets a stream reader know how many bytes it must buffer before :func:`parse_header`. Magic
+    bytes are sniffed only when the safetensors structure is absent (see the module docstring).
+    """
+    if not starts_like_safetensors(prefix, max_header_bytes):
+        sniff_foreign_format(prefix[:16])
     if len(prefix) < 8:
         raise HeaderError(
             f"file is {len(prefix)} bytes, too short for a safetensors header (8-byte length + JSON)"

@@ -75,7 +75,7 @@ class AdapterSink:
             self._check_header()
 
     def _check_header(self) -> None:
-        if self._needed is None and len(self._prefix) >= 8:
+        if self._needed is None and len(self._prefix) >= 9:  # length + "{": see header_length
             self._needed = 8 + header_length(
                 bytes(self._prefix[:16])
             )  # sniffs pickles and other formats

@@ -52,6 +52,19 @@ def safetensors_bytes(
     return struct.pack("<Q", len(text)) + text + b"".join(chunks)
 
 
+def with_header_length(data: bytes, length: int) -> bytes:
+    """The same valid safetensors file with its header padded by spaces to exactly ``length`` bytes.
+
+    Trailing spaces are allowed by the format, so this is how a real writer can land on any length
+    (for example one whose little-endian prefix starts with a pickle or gzip marker).
+    """
+    (n,) = struct.unpack("<Q", data[:8])
+    if length < len(data[8 : 8 + n].rstrip(b" ")):
+        raise ValueError(f"header needs at least {n} bytes, asked for {length}")
+    header = data[8 : 8 + n].rstrip(b" ").ljust(length, b" ")
+    return struct.pack("<Q", length) + header + data[8 + n :]
+
+
 def write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
@@ -169,3 +182,9 @@ def diffusers_legacy_lora(modules: list[tuple[str, int, int, str]], rank: int,
         tensors[f"{key}.down.weight"] = rng.normal(size=(rank, in_f)).astype("float32")
         tensors[f"{key}.up.weight"] = rng.normal(size=(out_f, rank)).astype("float32")
     return tensors
+
+
+def small_diffusers_adapter(seed: int = 0) -> bytes:
+    """A valid diffusers-style PEFT LoRA on two SD 1.5 UNet modules (rank 4, float32)."""
+    modules = sd15_unet_modules()[:2]
+    return safetensors_bytes(diffusers_peft_lora(modules, "unet", 4, np.random.default_rng(seed)))

@@ -12,7 +12,12 @@ import numpy as np
 import pytest
 
 from service.settings import hash_api_key
-from tests.lora_files import raw_safetensors, safetensors_bytes
+from tests.lora_files import (
+    raw_safetensors,
+    safetensors_bytes,
+    small_diffusers_adapter,
+    with_header_length,
+)
 from tests.service.live_stack import (
     API_KEY,
     AUTH,
@@ -262,3 +267,20 @@ def test_api_key_is_never_logged(
         httpx.get(f"{base}/v1/predictors", headers=AUTH)
         upload(base, b"\x80\x04junk")
     assert API_KEY not in caplog.text
+
+
+def test_a_header_length_that_looks_like_a_pickle_marker_is_accepted(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A valid diffusers adapter whose 896-byte header makes the file start with 80 03 (a
+    protocol-3 pickle's opcode): accepted and scanned, in both upload forms."""
+    data = with_header_length(small_diffusers_adapter(), 896)
+    assert data[:2] == b"\x80\x03"
+    store = tmp_path / "store"
+    with running_api(api_settings(redis_url, store)) as base:
+        for raw in (False, True):
+            r = upload(base, data, raw=raw)
+            assert r.status_code == 202, r.text
+        assert run_worker_burst(worker_settings(redis_url, store))
+        report = httpx.get(r.json()["report_url"], headers=AUTH).json()
+        assert report["format"] == "diffusers" and report["base_model"]["family"] == "sd1"
