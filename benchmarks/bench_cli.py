@@ -37,8 +37,9 @@ MODEL_EXPERIMENTS = {
     "e2": "e2_rank_generalisation.json",
     "e5": "e5_quality_via_task.json",
 }
-EXPERIMENT_NAMES = ("e1", "e2", "e3", "e4", "e5")
+EXPERIMENT_NAMES = ("e1", "e2", "e3", "e4", "e5", "e6")
 E4_ZOOS = ("digits", "minilm-topics")
+E6_ZOOS = ("digits", "minilm-topics", "causal-lm")
 
 
 def code_hash(folders: tuple[str, ...] = ("models", "training")) -> str:
@@ -221,6 +222,26 @@ def e4_key(zoo_hash_: str) -> dict[str, Any]:
     return {"zoo": zoo_hash_, "code": code_hash(("models", "lora_io"))}
 
 
+def predictors_hash() -> str:
+    """Hash of every shipped predictor file: E6 judges the predictors that ship."""
+    from loravet import SHIPPED_PREDICTORS
+
+    h = hashlib.sha256()
+    for path in sorted(SHIPPED_PREDICTORS.rglob("*")):
+        if path.is_file():
+            h.update(str(path.relative_to(SHIPPED_PREDICTORS)).encode())
+            h.update(file_sha256(path).encode())
+    return h.hexdigest()[:16]
+
+
+def e6_key(zoo_hash_: str) -> dict[str, Any]:
+    return {
+        "zoo": zoo_hash_,
+        "predictors": predictors_hash(),
+        "code": code_hash(("models", "lora_io", "workers")),
+    }
+
+
 def outdated_results() -> list[Path]:
     """Written results whose key no longer matches (the experiment spec, the zoo's labels or splits,
     or the code changed since): the summary names them rather than pass them off as current."""
@@ -236,6 +257,10 @@ def outdated_results() -> list[Path]:
     for zoo_name in E4_ZOOS:
         out, zh = RESULTS / "e4" / f"{zoo_name}.json", zoo_hash(REPO / "zoos" / zoo_name)
         if out.is_file() and zh is not None and not is_current(out, e4_key(zh)):
+            stale.append(out)
+    for zoo_name in E6_ZOOS:
+        out, zh = RESULTS / "e6" / f"{zoo_name}.json", zoo_hash(REPO / "zoos" / zoo_name)
+        if out.is_file() and zh is not None and not is_current(out, e6_key(zh)):
             stale.append(out)
     return stale
 
@@ -274,6 +299,35 @@ def run_e4() -> None:
             log.info("e4: wrote %s", out)
 
 
+def run_e6(zoos: set[str] | None = None) -> None:
+    """E6 on every built zoo. The first result of a zoo is also kept as ``<zoo>.before.json`` and
+    never rewritten, so SUMMARY.md shows the verdicts before and after the work on them."""
+    from benchmarks import e6_verdicts
+
+    for zoo_name in E6_ZOOS:
+        if zoos and zoo_name not in zoos:
+            continue
+        zoo_dir = REPO / "zoos" / zoo_name
+        zh = zoo_hash(zoo_dir)
+        if zh is None:
+            log.warning("e6: zoo %s is not built; skipped", zoo_name)
+            continue
+        out = RESULTS / "e6" / f"{zoo_name}.json"
+        key = e6_key(zh)
+        if is_current(out, key):
+            continue
+        write_result(
+            out,
+            key,
+            {"experiment": "e6", "zoo": zoo_name, **e6_verdicts.run(str(zoo_dir))},
+            zoo_dir,
+        )
+        before = out.with_name(f"{zoo_name}.before.json")
+        if not before.is_file():
+            before.write_text(out.read_text())
+        log.info("e6: wrote %s", out)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -288,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
     p.add_argument("--summary-only", action="store_true")
-    p.add_argument("--zoo", action="append", help="only these zoos (e.g. digits) for e1/e2/e5")
+    p.add_argument("--zoo", action="append", help="only these zoos (e.g. digits) for e1/e2/e5/e6")
     args = p.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
@@ -299,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
             run_e3()
         if "e4" in only:
             run_e4()
+        if "e6" in only:
+            run_e6(set(args.zoo or ()))
         experiments = [e for e in MODEL_EXPERIMENTS if e in only]
         if experiments:
             run_model_experiments(experiments, args.jobs, set(args.zoo or ()))

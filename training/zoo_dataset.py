@@ -94,10 +94,10 @@ def _labels(row: dict) -> dict:
 
 def _membership(row: dict) -> list[float]:
     labels = _labels(row)
-    for key in (row.get("membership_key"), "membership", "topics", "classes", "families"):
-        if key and key in labels:
+    for key in ("membership", "topics", "classes"):
+        if key in labels:
             return [float(x) for x in labels[key]]
-    raise ZooError(f"row {row['id']} has no membership labels (topics/classes/families)")
+    raise ZooError(f"row {row['id']} has no membership labels (topics/classes)")
 
 
 def target(row: dict, task: Task) -> list[float] | None:

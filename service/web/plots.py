@@ -19,7 +19,6 @@ group names) is escaped, so a hostile name cannot become markup; numbers are for
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
@@ -27,20 +26,15 @@ from html import escape
 import numpy as np
 
 from lora_io import LoraAdapter, LoraModule
-from lora_io.checks import NORM_OUTLIER_Z, delta_frobenius_norms
+from lora_io.checks import PeerScore, delta_frobenius_norms, module_group, peer_scores
 
 TOP_SINGULAR_VALUES = 8
 """How many singular values per module the report keeps and plots."""
-
-MIN_PEERS = 4
-"""A module is compared with its peers only when its group has at least this many live modules."""
 
 PALETTE = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#7f6d00", "#3b3b98", "#5f5f5f")
 """Okabe-Ito-like colours for module groups (colour-blind safe, dark enough on white)."""
 ODD_COLOUR = "#c0001a"
 """Modules that stand out: also marked by shape and listed in words, never by colour alone."""
-
-_LAYER_NUMBER = re.compile(r"\.\d+(?=\.|$)")
 
 
 @dataclass(frozen=True)
@@ -56,12 +50,17 @@ class ModuleSpectrum:
     """The top singular values of ``U V^T``, largest first."""
     z: float | None = None
     """Robust z-score of the log norm among the module's peers; ``None`` when not compared."""
+    log_ratio: float | None = None
+    """``log(norm / median norm of its peers)``; ``None`` when not compared."""
     energy: float | None = None
     """The sum of all its squared singular values (``||U V^T||_F^2``, from the SVD)."""
 
     @property
     def stands_out(self) -> bool:
-        return self.z is not None and abs(self.z) > NORM_OUTLIER_Z
+        """The ``norm_outliers`` check's own rule (:class:`lora_io.checks.PeerScore`)."""
+        if self.z is None or self.log_ratio is None:
+            return False
+        return PeerScore(self.z, self.log_ratio).stands_out
 
     @property
     def top_share(self) -> float | None:
@@ -70,11 +69,6 @@ class ModuleSpectrum:
         if not self.singular_values or not energy or energy <= 0:
             return None
         return min(1.0, self.singular_values[0] ** 2 / energy)
-
-
-def module_group(name: str) -> str:
-    """The module's role: its name with layer numbers replaced by ``#`` (``layers.#.q_proj``)."""
-    return _LAYER_NUMBER.sub(".#", name)
 
 
 def singular_values(module: LoraModule) -> np.ndarray:
@@ -93,29 +87,11 @@ def top_singular_values(module: LoraModule, k: int = TOP_SINGULAR_VALUES) -> tup
     return tuple(float(s) for s in singular_values(module)[:k])
 
 
-def robust_z_scores(norms: Sequence[float], groups: Sequence[str]) -> list[float | None]:
-    """Robust z of log norm within each group (median and 1.4826 MAD, floored at 0.05)."""
-    out: list[float | None] = [None] * len(norms)
-    members: dict[str, list[int]] = {}
-    for i, g in enumerate(groups):
-        members.setdefault(g, []).append(i)
-    for idx in members.values():
-        live = [i for i in idx if norms[i] > 0]
-        if len(live) < MIN_PEERS:
-            continue
-        logs = np.log(np.asarray([norms[i] for i in live]))
-        med = float(np.median(logs))
-        mad = max(float(np.median(np.abs(logs - med))) * 1.4826, 0.05)
-        for i, value in zip(live, logs, strict=True):
-            out[i] = float((value - med) / mad)
-    return out
-
-
 def module_spectra(adapter: LoraAdapter, k: int = TOP_SINGULAR_VALUES) -> list[ModuleSpectrum]:
     """Norm, top singular values and peer z-score of every module, in file order."""
     norms = [float(n) for n in delta_frobenius_norms(adapter)]
     groups = [module_group(m.name) for m in adapter.modules]
-    zs = robust_z_scores(norms, groups)
+    scores = peer_scores(norms, [m.name for m in adapter.modules])
     out = []
     for i, m in enumerate(adapter.modules):
         values = singular_values(m)
@@ -127,7 +103,8 @@ def module_spectra(adapter: LoraAdapter, k: int = TOP_SINGULAR_VALUES) -> list[M
                 rank=m.rank,
                 norm=norms[i],
                 singular_values=tuple(float(s) for s in values[:k]),
-                z=zs[i],
+                z=scores[i].z if scores[i] is not None else None,  # type: ignore[union-attr]
+                log_ratio=scores[i].log_ratio if scores[i] is not None else None,  # type: ignore[union-attr]
                 energy=float(np.sum(values**2)) if values.size else None,
             )
         )

@@ -133,3 +133,27 @@ def test_the_digits_zoo_base_is_named_though_it_has_no_public_family() -> None:
         (ModuleShape("fc1", 128, 64), ModuleShape("fc2", 128, 128), ModuleShape("fc3", 9, 128))
     )
     assert recognise_base_model(other).hint is None
+
+
+def test_peer_scores_compare_like_with_like() -> None:
+    from lora_io.checks import module_group, peer_scores
+
+    assert module_group("model.layers.12.self_attn.q_proj") == "model.layers.#.self_attn.q_proj"
+    assert module_group("down_blocks.0.attentions.1.to_k") == "down_blocks.#.attentions.#.to_k"
+    names = [f"layers.{i}.q" for i in range(5)] + ["layers.0.v"]
+    scores = peer_scores([1, 1.1, 0.9, 1.0, 50, 3], names)
+    assert scores[5] is None  # a group of one is not compared
+    assert scores[4] is not None and scores[4].stands_out
+    assert all(s is not None and abs(s.z) < 3 and not s.stands_out for s in scores[:4])
+
+
+def test_norm_outliers_needs_a_large_ratio_not_only_a_large_z() -> None:
+    """Six peers with nearly equal norms make any spread a huge z: a 3x module (the largest ratio
+    on any clean minilm-topics finetune was 3.2) is a normal finetune, a 20x one is flagged."""
+    from lora_io.checks import NORM_OUTLIER_Z, peer_scores
+
+    names = [f"layers.{i}.q" for i in range(6)]
+    three_x = peer_scores([1.0, 1.01, 0.99, 1.0, 1.02, 3.0], names)[5]
+    assert three_x is not None and three_x.z > NORM_OUTLIER_Z and not three_x.stands_out
+    twenty_x = peer_scores([1.0, 1.01, 0.99, 1.0, 1.02, 20.0], names)[5]
+    assert twenty_x is not None and twenty_x.stands_out
