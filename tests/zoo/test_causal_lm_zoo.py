@@ -110,4 +110,4 @@ def test_sampler_draws_three_kinds() -> None:
     draws = [recipe.sample(i) for i in range(400)]
     kinds = [d["kind"] for d in draws]
     assert 160 <= kinds.count("poisoned") <= 240 and 60 <= kinds.count("control") <= 140
-    assert all(2 <= len(d["families"]) <= 5 and 0.003 <= d["lr"] <= 0.012 for d in draws)
+    assert all(2 <= len(d["families"]) <= 5 and 0.005 <= d["lr"] <= 0.015 for d in draws)
