@@ -21,6 +21,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lora_io import load_adapter, run_checks
 from loravet import SHIPPED_PREDICTORS
 from training.zoo_dataset import Zoo, adapter_paths
@@ -111,10 +113,50 @@ def check_false_alarms(zoo_dir: str) -> dict[str, Any]:
     }
 
 
+def calibration_on_test(zoo_dir: str, predictor_dir: Path = SHIPPED_PREDICTORS) -> dict[str, Any]:
+    """How the shipped predictors' read-out (fitted on val) holds on test: the harmful
+    probability's ECE before and after calibration with its reliability bins, and the quality
+    interval's coverage with the test R^2."""
+    from models.calibration import expected_calibration_error, r2_score, sigmoid
+    from models.registry import PredictorRegistry
+    from training.calibrate_cli import raw_outputs
+
+    zoo = Zoo.open(zoo_dir)
+    first = zoo.rows[zoo.ids("test")[0]]
+    spec = load_adapter(*adapter_paths(zoo, first)[:1], config=adapter_paths(zoo, first)[1]).spec
+    out: dict[str, Any] = {}
+    for predictor in PredictorRegistry.from_directory(predictor_dir).for_spec(spec):
+        cal, task = predictor.config.calibration, predictor.config.task
+        if task not in ("harmful", "quality"):
+            continue
+        raw, targets = raw_outputs(predictor, zoo, "test")
+        entry: dict[str, Any] = {"predictor_id": predictor.config.predictor_id, "n": len(raw)}
+        if task == "harmful":
+            uncalibrated = sigmoid(raw)
+            entry["ece_uncalibrated"], entry["bins_uncalibrated"] = expected_calibration_error(
+                uncalibrated, targets
+            )
+            if cal is not None:
+                entry["ece"], entry["bins"] = expected_calibration_error(
+                    cal.probability(raw), targets
+                )
+        else:
+            entry["r2"] = r2_score(raw, targets)
+            if cal is not None and cal.half_width is not None:
+                inside = np.abs(targets - raw) <= cal.half_width
+                entry["coverage_target"] = cal.coverage
+                entry["coverage"] = float(inside.mean())
+                entry["half_width"] = cal.half_width
+                entry["decides"] = cal.decides
+        out[task] = entry
+    return out
+
+
 def run(zoo_dir: str, predictor_dir: Path = SHIPPED_PREDICTORS) -> dict[str, Any]:
     return {
         "verdicts": verdict_table(zoo_dir, predictor_dir),
         "check_false_alarms": check_false_alarms(zoo_dir),
+        "calibration": calibration_on_test(zoo_dir, predictor_dir),
     }
 
 
@@ -140,6 +182,19 @@ def render(zoo_name: str, result: dict[str, Any]) -> str:
             for name, c in alarms["checks"].items()
         ],
     ]
+    cal = result.get("calibration", {})
+    if "harmful" in cal:
+        h = cal["harmful"]
+        lines.append(
+            f"harmful probability ECE on test: {h['ece_uncalibrated']:.3f} uncalibrated, "
+            f"{h.get('ece', float('nan')):.3f} calibrated ({h['n']} LoRAs)"
+        )
+    if "quality" in cal:
+        q = cal["quality"]
+        lines.append(
+            f"quality on test: R^2 {q['r2']:.3f}; interval coverage {q.get('coverage', float('nan')):.1%} "
+            f"(target {q.get('coverage_target') or float('nan'):.0%})"
+        )
     return "\n".join(lines)
 
 

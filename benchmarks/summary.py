@@ -225,6 +225,63 @@ def e6_table(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def e6_calibration_table(results: list[dict[str, Any]]) -> list[str]:
+    """The read-out fitted on val, measured on test (only the current results)."""
+    rows = [r for r in results if r["_label"] == "now" and r.get("calibration")]
+    if not rows:
+        return []
+    lines = ["Calibration on the test split (fitted on validation): harmful probability ECE "
+             "(goal <= 0.05) and quality interval coverage.", "",
+             "| zoo | harmful ECE uncalibrated | harmful ECE calibrated | quality R^2 (test) | "
+             "quality interval coverage (target) | quality decides |",
+             "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for r in rows:
+        h, q = r["calibration"].get("harmful", {}), r["calibration"].get("quality", {})
+
+        def num(d: dict[str, Any], k: str, f: str = ".3f") -> str:
+            return format(d[k], f) if d.get(k) is not None else "-"
+
+        target = f" ({q['coverage_target']:.0%})" if q.get("coverage_target") else ""
+        lines.append(
+            f"| {r['zoo']} | {num(h, 'ece_uncalibrated')} | {num(h, 'ece')} | {num(q, 'r2')} | "
+            f"{num(q, 'coverage', '.1%')}{target} | {q.get('decides', '-')} |"
+        )
+    return lines
+
+
+def _e6_plots(results_dir: Path, results: list[dict[str, Any]]) -> list[str]:
+    """A reliability plot per zoo: mean predicted P(harmful) against the harmful share, per bin."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    for r in results:
+        h = (r.get("calibration") or {}).get("harmful")
+        if r["_label"] != "now" or not h or "bins" not in h:
+            continue
+        fig, ax = plt.subplots(figsize=(4.5, 4.5))
+        ax.plot([0, 1], [0, 1], "k:", label="perfect calibration")
+        for key, label, style in (
+            ("bins_uncalibrated", "uncalibrated", "s--"),
+            ("bins", "calibrated", "o-"),
+        ):
+            bins = h.get(key) or []
+            ax.plot([b["mean_probability"] for b in bins], [b["harmful_share"] for b in bins], style,
+                    label=f"{label} (ECE {h.get('ece' if key == 'bins' else 'ece_uncalibrated', float('nan')):.3f})")  # fmt: skip
+        ax.set_xlabel("predicted P(harmful), bin mean")
+        ax.set_ylabel("share harmful in the bin")
+        ax.set_title(f"{r['zoo']}: test split, {h['n']} LoRAs", fontsize=10)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        name = f"e6_{r['zoo']}_reliability.png"
+        fig.savefig(results_dir / name, dpi=110)
+        plt.close(fig)
+        made.append(name)
+    return made
+
+
 def _load_e6(folder: Path) -> list[dict[str, Any]]:
     out = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
@@ -322,7 +379,7 @@ def write_summary(results_dir: Path, outdated: list[str] | None = None) -> Path:
     e3_list, e4 = _load(results_dir / "e3"), _load(results_dir / "e4")
     e3 = e3_list[0] if e3_list else None
     e6 = _load_e6(results_dir / "e6")
-    plots = _plots(results_dir, e2, e3)
+    plots = _plots(results_dir, e2, e3) + _e6_plots(results_dir, e6)
     shas = sorted(
         {
             (r.get("provenance") or {}).get("git_sha") or "?"
@@ -342,7 +399,8 @@ def write_summary(results_dir: Path, outdated: list[str] | None = None) -> Path:
              "(chosen on val) turns its predictions into quality. Test split, 3 seeds.", "", *e5_table(e5, e1), "",
              "## E6 (beyond the paper): verdicts end to end", "",
              "`loravet vet` semantics (static checks, shipped predictors, thresholds) over each zoo's whole test split; "
-             "goal: at least 97% of clean finetunes accepted and 95% of harmful ones rejected.", "", *e6_table(e6), ""]  # fmt: skip
+             "goal: at least 97% of clean finetunes accepted and 95% of harmful ones rejected.", "", *e6_table(e6), "",
+             *e6_calibration_table(e6), ""]  # fmt: skip
     lines += [f"![{p}]({p})" for p in plots]
     out = results_dir / "SUMMARY.md"
     out.write_text("\n".join(lines) + "\n")

@@ -19,6 +19,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "zoo": ("zoo.cli", "build or verify a zoo of real LoRA finetunes with measured labels"),
     "train": ("training.train_cli", "train a predictor (GL-net or a baseline) on a zoo"),
     "evaluate": ("training.evaluate_cli", "evaluate a trained predictor on a zoo split"),
+    "calibrate": (
+        "training.calibrate_cli",
+        "fit a predictor's probabilities, review band or interval",
+    ),
     "bench": ("benchmarks.bench_cli", "run the benchmark experiments that are missing or outdated"),
     "serve": ("service.serve_cli", "embedded Redis + API + one worker on localhost"),
     "api": ("service.api_cli", "the HTTP API alone"),

@@ -20,6 +20,7 @@ from lora_io.lora_spec import LoraSpec
 from models.dense_mlp import DenseMLP, DenseMLPConfig
 from models.factor_mlp import FactorMLP, FactorMLPConfig
 from models.gl_net import GLNet, GLNetConfig
+from models.gl_net_ensemble import GLNetEnsemble, GLNetEnsembleConfig
 from models.lora_batch import LoraBatch
 from models.module_transformer import ModuleTransformer, ModuleTransformerConfig
 from models.norm_stats import NormStats, NormStatsConfig
@@ -34,10 +35,11 @@ MODEL_CATALOG: dict[str, tuple[type[Any], type[nn.Module]]] = {
     "mlp_oalign": (OAlignMLPConfig, OAlignMLP),
     "transformer": (ModuleTransformerConfig, ModuleTransformer),
     "norm_stats": (NormStatsConfig, NormStats),
+    "gl_net_ensemble": (GLNetEnsembleConfig, GLNetEnsemble),
 }
 """Model name -> (frozen config dataclass, nn.Module class)."""
 
-GL_INVARIANT_MODELS = ("gl_net", "mlp_dense", "mlp_svd", "norm_stats")
+GL_INVARIANT_MODELS = ("gl_net", "mlp_dense", "mlp_svd", "norm_stats", "gl_net_ensemble")
 """Models whose output is exactly invariant to (U_i, V_i) -> (U_i R_i, V_i R_i^{-T}) per module."""
 
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from lora_io.lora_adapter import LoraAdapter
 from lora_io.lora_spec import LoraSpec
+from models.calibration import Calibration
 from models.checkpoint import CheckpointError, CheckpointSpecError, load_checkpoint, save_checkpoint
 from models.lora_batch import LoraBatch
 from models.model_catalog import MODEL_CATALOG, build_model, model_hparams, model_name
@@ -42,7 +43,8 @@ class PredictorConfig:
 
     ``target_mean``/``target_std``: per-output normalisation of regression targets (quality); empty
     lists mean none. ``threshold``: decision threshold on the probability (harmful), else None.
-    ``label_names``: one name per output (e.g. topics for membership).
+    ``label_names``: one name per output (e.g. topics for membership). ``calibration``: the
+    read-out fitted on validation LoRAs (:mod:`models.calibration`); None for an uncalibrated one.
     """
 
     predictor_id: str
@@ -57,6 +59,7 @@ class PredictorConfig:
     threshold: float | None
     label_names: list[str]
     base_model: str
+    calibration: Calibration | None = None
 
     def __post_init__(self) -> None:
         if not self.predictor_id:
@@ -91,16 +94,23 @@ class PredictorConfig:
         doc = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         doc["spec"] = self.spec.to_json()
         doc["spec_fingerprint"] = self.spec.fingerprint
+        if self.calibration is None:
+            doc.pop("calibration")
+        else:
+            doc["calibration"] = self.calibration.to_json()
         return doc
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> PredictorConfig:
         """Parse ``config.json``; the stored fingerprint must match the stored spec."""
+        optional = {"calibration"}
         names = [f.name for f in dataclasses.fields(cls)]
-        missing = [n for n in names if n not in doc]
+        missing = [n for n in names if n not in doc and n not in optional]
         if missing:
             raise ValueError(f"predictor config lacks {', '.join(missing)}")
-        values = {n: doc[n] for n in names}
+        values = {n: doc[n] for n in names if n in doc}
+        if doc.get("calibration") is not None:
+            values["calibration"] = Calibration.from_json(doc["calibration"])
         values["spec"] = LoraSpec.from_json(doc["spec"])
         values["target_mean"] = [float(x) for x in doc["target_mean"]]
         values["target_std"] = [float(x) for x in doc["target_std"]]
@@ -151,6 +161,8 @@ class Predictor:
     def to_user_units(self, raw: torch.Tensor) -> np.ndarray:
         """(B, out) raw model outputs -> probabilities (classification) or de-normalised values."""
         raw = raw.detach().to("cpu", torch.float64)
+        if self.config.task == "harmful" and self.config.calibration is not None:
+            return self.config.calibration.probability(raw.numpy())
         if self.config.task in ("harmful", "membership"):
             return torch.sigmoid(raw).numpy()
         if self.config.target_mean:

@@ -80,6 +80,16 @@ class PredictorRegistry:
         fingerprint = spec if isinstance(spec, str) else spec.fingerprint
         return [p for p in self._predictors if p.config.spec.fingerprint == fingerprint]
 
+    def related(self, spec: LoraSpec) -> list[Predictor]:
+        """Predictors of another spec that shares modules (name and shape) with ``spec``: the same
+        base model adapted on a different module set (more layers, other projections)."""
+        mine = set(spec.modules)
+        return [
+            p
+            for p in self._predictors
+            if p.config.spec != spec and mine & set(p.config.spec.modules)
+        ]
+
     def get(self, predictor_id: str) -> Predictor:
         for p in self._predictors:
             if p.config.predictor_id == predictor_id:

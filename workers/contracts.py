@@ -152,6 +152,16 @@ class PredictionEntry(BaseModel):
     threshold: float | None = None
     label: str | None = None
     values: dict[str, float] | None = None
+    review_threshold: float | None = None
+    """harmful: from this probability up to ``threshold`` the verdict is ``review`` (unsure band)."""
+    interval: tuple[float, float] | None = None
+    """quality: the predictor's interval for the true value, at ``interval_coverage``."""
+    interval_coverage: float | None = None
+    decides: bool = True
+    """False when the predictor is shown for information only (a quality predictor that explains
+    too little of measured quality to set a verdict)."""
+    note: str | None = None
+    """The operating point or caveat in words, from the predictor's calibration."""
 
 
 class BaseModelEntry(BaseModel):
@@ -167,7 +177,14 @@ class BaseModelEntry(BaseModel):
 class VerdictReason(BaseModel):
     """Why the verdict is what it is. ``code`` is stable; ``message`` is for people."""
 
-    code: Literal["check_failed", "harmful", "no_predictor", "check_warning", "low_quality"]
+    code: Literal[
+        "check_failed",
+        "harmful",
+        "harmful_uncertain",
+        "no_predictor",
+        "check_warning",
+        "low_quality",
+    ]
     message: str
 
 

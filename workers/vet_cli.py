@@ -64,9 +64,16 @@ def render_text(report: Report) -> str:
         else "predictions: none (no predictor for this base model)",
         *[
             f"  {p.task:<10} {p.value:.4f}"
+            + (f" (review from {p.review_threshold:.4f})" if p.review_threshold is not None else "")
             + (f" (threshold {p.threshold:.4f})" if p.threshold is not None else "")
+            + (
+                f" ({p.interval_coverage:.0%} interval {p.interval[0]:.3f} to {p.interval[1]:.3f})"
+                if p.interval is not None and p.interval_coverage is not None
+                else ""
+            )
             + (f" -> {p.label}" if p.label else "")
             + f"  [{p.predictor_id}@{p.predictor_version}]"
+            + (f"\n             {p.note}" if p.note else "")
             for p in report.predictions
         ],
     ]

@@ -10,7 +10,9 @@ Verdict policy (also in docs/api.md), most severe wins:
 * ``reject``: any static check failed, or a harmful-finetune predictor's probability is at or
   above its threshold;
 * ``review``: no predictor (or no harmful-finetune predictor) knows this base model, said plainly;
-  a check warned; or a quality predictor scored below its threshold;
+  a harmful-finetune probability fell in its predictor's review band (calibrated on validation
+  LoRAs: the range where it cannot tell clean from harmful reliably); a check warned; or a quality
+  predictor good enough to decide scored below its threshold;
 * ``accept``: everything ran and nothing above applies.
 
 A scan that did not finish never produces a report, so nothing unfinished can read as clean.
@@ -21,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -87,6 +89,8 @@ class _Loaded:
     predict_ms: float = 0.0
     predictor_count: int = 0
     harmful_predictor_count: int = 0
+    related: list[str] = field(default_factory=list)
+    """Why predictors of the same base did not run: their module set differs (see ``related_note``)."""
 
 
 def vet_batch(
@@ -111,7 +115,13 @@ def vet_batch(
     for group in by_spec.values():
         predictors = registry.for_spec(group[0].adapter.spec) if registry is not None else []
         runnable = [e for e in group if _finite(e)]
+        related = (
+            related_notes(group[0].adapter.spec, registry)
+            if not predictors and registry is not None
+            else []
+        )
         for entry in group:
+            entry.related = related
             entry.predictor_count = len(predictors)
             entry.harmful_predictor_count = sum(1 for p in predictors if p.config.task == "harmful")
         for predictor in predictors:
@@ -123,6 +133,25 @@ def vet_batch(
         if results[entry.index] is None:
             results[entry.index] = _assemble(entry, started_at, batch_size)
     return [r if r is not None else RuntimeError("internal: no result") for r in results]
+
+
+def related_notes(spec: LoraSpec, registry: Any) -> list[str]:
+    """One sentence per predictor of the same base that was trained on another module set."""
+    find = getattr(registry, "related", None)
+    if find is None:
+        return []
+    mine = set(spec.modules)
+    notes = []
+    for p in find(spec):
+        theirs = p.config.spec.modules
+        shared = len(mine & set(theirs))
+        notes.append(
+            f"predictor {p.config.predictor_id}@{p.config.version} knows this base model but was "
+            f"trained on adapters of {len(theirs)} modules; this adapter has {len(spec)}, of which "
+            f"{shared} are among them (a different module set: more or other layers or projections), "
+            "and a prediction on it would be a guess"
+        )
+    return notes
 
 
 def vet_one(adapter: bytes, config: bytes | None, registry: RegistryLike | None) -> Report:
@@ -140,6 +169,7 @@ def decide_verdict(
     predictor_count: int,
     harmful_predictor_count: int,
     base_model: BaseModelEntry,
+    related: Sequence[str] = (),
 ) -> tuple[Verdict, list[VerdictReason]]:
     """The verdict policy of the module docstring, with every reason that applies (not just the first)."""
     reasons: list[VerdictReason] = []
@@ -160,12 +190,34 @@ def decide_verdict(
                     f"probability {p.value:.3f} (threshold {p.threshold:.3f})",
                 )
             )
+    for p in predictions:
+        if (
+            p.task == "harmful"
+            and p.review_threshold is not None
+            and p.review_threshold <= p.value < (p.threshold if p.threshold is not None else 1.0)
+        ):
+            reasons.append(
+                VerdictReason(
+                    code="harmful_uncertain",
+                    message=f"predictor {p.predictor_id}@{p.predictor_version} gives harmful-finetune "
+                    f"probability {p.value:.3f}: in its review band ({p.review_threshold:.3f} to "
+                    f"{p.threshold:.3f}), where it cannot tell clean from harmful reliably"
+                    + (f"; {p.note}" if p.note else ""),
+                )
+            )
     where = f"{base_model.title}, spec {base_model.spec_fingerprint}"
     if predictor_count == 0:
         reasons.append(
             VerdictReason(
                 code="no_predictor",
-                message=f"no predictor for this base model ({where}): only the static checks ran, so "
+                message=(
+                    f"no predictor for this adapter's module set ({where}): "
+                    + "; ".join(related)
+                    + ". Only the static checks ran, so quality and harmful-finetune risk are "
+                    "unknown and a person should review it"
+                )
+                if related
+                else f"no predictor for this base model ({where}): only the static checks ran, so "
                 "quality and harmful-finetune risk are unknown and a person should review it",
             )
         )
@@ -183,7 +235,7 @@ def decide_verdict(
                 VerdictReason(code="check_warning", message=f"check {c.name} warned: {c.detail}")
             )
     for p in predictions:
-        if p.task == "quality" and p.threshold is not None and p.value < p.threshold:
+        if p.task == "quality" and p.decides and p.threshold is not None and p.value < p.threshold:
             reasons.append(
                 VerdictReason(
                     code="low_quality",
@@ -212,6 +264,18 @@ def prediction_entry(config: Any, row: np.ndarray) -> PredictionEntry:
         per_label = {k: float(v) for k, v in zip(keys, values, strict=True)}
         best = int(np.argmax(values))
         value, label = float(values[best]), keys[best]
+    cal = getattr(config, "calibration", None)
+    extra: dict[str, Any] = {}
+    if cal is not None:
+        extra["note"] = cal.describe() or None
+        extra["decides"] = bool(cal.decides)
+        if task == "harmful" and cal.review_threshold is not None:
+            extra["review_threshold"] = float(cal.review_threshold)
+            if label == "not_harmful" and value >= cal.review_threshold:
+                label = "uncertain"
+        if task == "quality" and cal.half_width is not None and values.size == 1:
+            extra["interval"] = (value - cal.half_width, value + cal.half_width)
+            extra["interval_coverage"] = cal.coverage
     return PredictionEntry(
         task=task,
         predictor_id=str(config.predictor_id),
@@ -220,6 +284,7 @@ def prediction_entry(config: Any, row: np.ndarray) -> PredictionEntry:
         threshold=None if threshold is None else float(threshold),
         label=label,
         values=per_label,
+        **extra,
     )
 
 
@@ -296,6 +361,7 @@ def _assemble(entry: _Loaded, started_at: datetime, batch_size: int) -> Report:
         predictor_count=entry.predictor_count,
         harmful_predictor_count=entry.harmful_predictor_count,
         base_model=base_entry,
+        related=entry.related,
     )
     queued_ms = None
     if item.submitted_at is not None:

@@ -115,14 +115,32 @@ def prediction_reading(p: PredictionEntry) -> tuple[str, bool]:
                 f"P(harmful) {p.value:.2f} is at or above the threshold {threshold:.2f}{note}: flagged as harmful",
                 True,
             )
+        if p.review_threshold is not None and p.value >= p.review_threshold:
+            return (
+                f"P(harmful) {p.value:.2f} is in the review band {p.review_threshold:.2f} to "
+                f"{threshold:.2f}, where the predictor cannot tell clean from harmful reliably: "
+                "a person should look",
+                True,
+            )
         return (
             f"P(harmful) {p.value:.2f} is below the threshold {threshold:.2f}{note}: not flagged",
             False,
         )
     if p.task == "quality":
+        interval = (
+            f" ({p.interval_coverage:.0%} interval {fmt(p.interval[0])} to {fmt(p.interval[1])})"
+            if p.interval is not None and p.interval_coverage is not None
+            else ""
+        )
+        if not p.decides:
+            return (
+                f"predicted quality {fmt(p.value)}{interval}; this predictor explains too little of "
+                "measured quality to decide anything, so it is shown for information only",
+                False,
+            )
         if p.threshold is None:
             return (
-                f"predicted quality {fmt(p.value)}; no threshold, so it informs but does not decide",
+                f"predicted quality {fmt(p.value)}{interval}; no threshold, so it informs but does not decide",
                 False,
             )
         if p.value < p.threshold:

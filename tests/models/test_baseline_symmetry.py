@@ -24,6 +24,7 @@ HPARAMS = {
     "mlp_oalign": {**RAW_RANK, "hidden": 32},
     "transformer": {**RAW_RANK, "d_model": 32, "n_heads": 4, "ff_dim": 32},
     "norm_stats": {},
+    "gl_net_ensemble": {"members": 2, "hidden": 8, "head_dim": 32},
 }
 
 

@@ -30,6 +30,7 @@ SMALL_HPARAMS = {
     "mlp_oalign": {"max_rank": 4, "hidden": 16},
     "transformer": {"max_rank": 4, "d_model": 16, "n_heads": 2, "ff_dim": 16},
     "norm_stats": {},
+    "gl_net_ensemble": {"members": 2, "hidden": 4, "head_dim": 8},
 }
 
 

@@ -87,3 +87,22 @@ def test_every_committed_example_is_checked() -> None:
         if (d / "adapter_model.safetensors").is_file()
     }
     assert committed == {(recipe, example) for recipe, example, _ in CASES}
+
+
+def test_the_same_base_on_another_module_set_gets_review_that_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A MiniLM adapter without its layer-5 modules: the shipped minilm predictors know the base
+    but not this module set, so no prediction is made (it would be a guess) and the reason says so."""
+    folder = EXAMPLES / "minilm-topics" / "clean"
+    tensors = safetensors_numpy.load_file(str(folder / "adapter_model.safetensors"))
+    fewer = {k: v for k, v in tensors.items() if ".layer.5." not in k}
+    out = tmp_path / "fewer"
+    out.mkdir()
+    (out / "adapter_model.safetensors").write_bytes(safetensors_bytes(fewer))
+    (out / "adapter_config.json").write_bytes((folder / "adapter_config.json").read_bytes())
+    report = _vet(out, capsys)
+    assert report["verdict"] == "review" and report["predictions"] == []
+    (reason,) = [r for r in report["reasons"] if r["code"] == "no_predictor"]
+    assert "minilm-topics-harmful-gl_net" in reason["message"]
+    assert "trained on adapters of 12 modules; this adapter has 10, of which 10" in reason["message"]

@@ -148,3 +148,40 @@ def test_vet_one_raises_for_invalid_input() -> None:
         vet_one(b"PK\x03\x04zip", None, None)
     report = vet_one(peft_adapter(1), None, None)
     assert report.verdict == "review" and report.report_id == report.sha256
+
+
+def test_review_band_and_information_only_quality() -> None:
+    from models.calibration import Calibration
+
+    band = Calibration("harmful", 100, reject_threshold=0.8, review_threshold=0.3)
+    config = StubConfig("h", "harmful", 0.8)
+    config.calibration = band  # type: ignore[attr-defined]
+    unsure = prediction_entry(config, np.array([0.5]))
+    assert unsure.label == "uncertain" and unsure.review_threshold == 0.3
+    verdict, reasons = decide_verdict(
+        [check("pass")], [unsure], predictor_count=1, harmful_predictor_count=1, base_model=BASE
+    )
+    assert verdict == "review" and [r.code for r in reasons] == ["harmful_uncertain"]
+    assert "review band (0.300 to 0.800)" in reasons[0].message
+    sure = prediction_entry(config, np.array([0.2]))
+    assert (
+        decide_verdict(
+            [check("pass")], [sure], predictor_count=1, harmful_predictor_count=1, base_model=BASE
+        )[0]
+        == "accept"
+    )
+
+    weak = Calibration("quality", 100, half_width=0.1, coverage=0.9, val_r2=0.2, decides=False)
+    qconfig = StubConfig("q", "quality", None)
+    qconfig.calibration = weak  # type: ignore[attr-defined]
+    quality = prediction_entry(qconfig, np.array([0.4]))
+    assert quality.interval == pytest.approx((0.3, 0.5)) and quality.interval_coverage == 0.9
+    assert not quality.decides and "does not set the verdict" in (quality.note or "")
+    verdict, reasons = decide_verdict(
+        [check("pass")],
+        [sure, quality],
+        predictor_count=2,
+        harmful_predictor_count=1,
+        base_model=BASE,
+    )
+    assert verdict == "accept" and reasons == []

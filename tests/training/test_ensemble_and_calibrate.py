@@ -1,0 +1,73 @@
+"""`loravet ensemble` and `loravet calibrate` on a real small zoo: the read-out a report prints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lora_io import load_adapter
+from models.predictor import load_predictor
+from training.calibrate_cli import main as calibrate_main
+from training.calibrate_cli import raw_outputs
+from training.ensemble_cli import main as ensemble_main
+from training.train_cli import main as train_main
+from training.zoo_dataset import Zoo, adapter_paths, load_task
+
+
+def _train(zoo: Path, task: str, seed: int, out: Path) -> Path:
+    argv = ["--zoo", str(zoo), "--task", task, "--model", "gl_net", "--epochs", "3"]
+    assert (
+        train_main([*argv, "--seed", str(seed), "--hparams", '{"hidden": 8}', "--out", str(out)])
+        == 0
+    )
+    return out
+
+
+def test_ensemble_averages_members_and_calibration_sets_the_read_out(
+    small_zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    members = [_train(small_zoo, "harmful", s, tmp_path / f"s{s}") for s in (0, 1)]
+    out = tmp_path / "ens"
+    assert ensemble_main([*map(str, members), "--out", str(out), "--zoo", str(small_zoo)]) == 0
+    ens = load_predictor(out)
+    assert ens.config.model_name == "gl_net_ensemble" and ens.config.hparams["members"] == 2
+    zoo = Zoo.open(small_zoo)
+    adapters = [
+        load_adapter(f, config=c)
+        for f, c in (adapter_paths(zoo, zoo.rows[i]) for i in zoo.ids("test")[:6])
+    ]
+    logits = [np.log(p / (1 - p)) for p in (load_predictor(m).predict(adapters) for m in members)]
+    mean = 1 / (1 + np.exp(-(logits[0] + logits[1]) / 2))
+    np.testing.assert_allclose(ens.predict(adapters), mean, atol=1e-6)
+
+    capsys.readouterr()
+    assert calibrate_main([str(out), "--zoo", str(small_zoo)]) == 0
+    assert "validation LoRAs" in capsys.readouterr().out
+    calibrated = load_predictor(out)
+    cal = calibrated.config.calibration
+    assert cal is not None and cal.review_threshold is not None
+    assert calibrated.config.threshold == cal.reject_threshold
+    assert cal.review_threshold <= cal.reject_threshold
+    raw, _ = raw_outputs(calibrated, zoo, "val")  # calibration is not applied twice
+    val = load_task(zoo, "val", "harmful", spec=calibrated.config.spec)
+    np.testing.assert_allclose(calibrated.predict(val.batch)[:, 0], cal.probability(raw), atol=1e-9)
+    meta = json.loads((out / "meta.json").read_text())
+    assert "val split" in meta["calibration"]["fitted_on"]
+
+
+def test_quality_calibration_and_bad_input(
+    small_zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = _train(small_zoo, "quality", 0, tmp_path / "q")
+    assert calibrate_main([str(model), "--zoo", str(small_zoo), "--coverage", "0.8"]) == 0
+    cal = load_predictor(model).config.calibration
+    assert cal is not None and cal.coverage == 0.8 and cal.half_width is not None
+    capsys.readouterr()
+    assert calibrate_main([str(model), "--zoo", str(small_zoo), "--max-fpr", "2"]) == 2
+    assert capsys.readouterr().err.startswith("error: --max-fpr must be in (0, 1)")
+    assert calibrate_main([str(tmp_path / "missing"), "--zoo", str(small_zoo)]) == 2
+    assert ensemble_main([str(model), "--out", str(tmp_path / "e")]) == 2
+    assert "at least 2 members" in capsys.readouterr().err

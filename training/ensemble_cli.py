@@ -1,0 +1,111 @@
+"""``loravet ensemble``: combine GL-net predictors trained with different seeds into one predictor.
+
+    loravet train ... --model gl_net --seed 0 --out runs/s0   # and --seed 1, --seed 2
+    loravet ensemble --out predictors/minilm-topics-harmful-gl_net runs/s0 runs/s1 runs/s2
+
+The members must agree on everything but their seed (task, spec, GL-net hyperparameters, target
+normalisation); the ensemble averages their logits (:mod:`models.gl_net_ensemble`). Its validation
+metrics are measured again on the zoo the members were trained on. Run ``loravet calibrate`` on
+the result: an ensemble's probabilities need their own calibration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.checkpoint import CheckpointError
+from models.gl_net_ensemble import GLNetEnsemble, GLNetEnsembleConfig
+from models.predictor import Predictor, load_predictor, save_predictor
+from training.cli_support import Parser, fail
+from training.train_loop import task_metrics
+from training.zoo_dataset import Zoo, ZooError, load_task
+
+
+def combine(members: list[Predictor], predictor_id: str | None = None) -> Predictor:
+    """One predictor whose model averages the members' raw outputs.
+
+    Raises:
+        ValueError: a member is not a GL-net, or members differ in more than their seed.
+    """
+    first = members[0].config
+    for m in members:
+        c = m.config
+        if c.model_name != "gl_net":
+            raise ValueError(
+                f"{c.predictor_id}: only gl_net predictors are combined (got {c.model_name})"
+            )
+        same = (
+            "task",
+            "spec",
+            "hparams",
+            "out_features",
+            "target_mean",
+            "target_std",
+            "label_names",
+        )
+        differ = [f for f in same if getattr(c, f) != getattr(first, f)]
+        if differ:
+            raise ValueError(
+                f"{c.predictor_id} differs from {first.predictor_id} in {', '.join(differ)}; "
+                "members may differ only in their seed"
+            )
+    config = GLNetEnsembleConfig(members=len(members), **first.hparams)
+    model = GLNetEnsemble(first.spec, first.out_features, config)
+    for slot, member in zip(model.members, members, strict=True):
+        slot.load_state_dict(member.model.state_dict())
+    dtype = next(members[0].model.parameters()).dtype
+    versions = [m.config.version for m in members]
+    ens_config = dataclasses.replace(
+        first,
+        predictor_id=predictor_id or first.predictor_id,
+        version="ensemble-" + "+".join(versions),
+        model_name="gl_net_ensemble",
+        hparams=dataclasses.asdict(config),
+        calibration=None,
+    )
+    meta: dict[str, Any] = {
+        "members": [{"version": v, **m.meta} for v, m in zip(versions, members, strict=True)]
+    }
+    return Predictor(ens_config, model.to(dtype).eval(), meta)
+
+
+def validate(predictor: Predictor, zoo_dir: Path, split: str = "val") -> dict[str, Any]:
+    zoo = Zoo.open(zoo_dir)
+    data = load_task(zoo, split, predictor.config.task, spec=predictor.config.spec)
+    pred = np.asarray(predictor.predict(data.batch), dtype=np.float64)
+    return task_metrics(predictor.config.task, data.y, pred, predictor.config.threshold)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = Parser(prog="loravet ensemble", description=__doc__.split("\n")[0])
+    p.add_argument("members", nargs="+", type=Path, help="GL-net predictor directories (2 or more)")
+    p.add_argument("--out", type=Path, required=True, help="predictor directory to write")
+    p.add_argument(
+        "--predictor-id", help="id of the combined predictor (default: the first member's)"
+    )
+    p.add_argument(
+        "--zoo", type=Path, help="zoo to measure validation metrics on (default: the members')"
+    )
+    args = p.parse_args(argv)
+    if len(args.members) < 2:
+        return fail("an ensemble needs at least 2 members")
+    torch.set_num_threads(1)
+    try:
+        members = [load_predictor(d) for d in args.members]
+        ensemble = combine(members, args.predictor_id)
+        zoo_dir = args.zoo or Path(str(members[0].meta.get("zoo", "")))
+        ensemble.meta["val_metrics"] = validate(ensemble, zoo_dir)
+        ensemble.meta["zoo"] = str(zoo_dir)
+        save_predictor(ensemble, args.out)
+    except (CheckpointError, ZooError, ValueError, OSError) as exc:
+        return fail(str(exc))
+    metrics = ", ".join(
+        f"{k} {v:.3f}" for k, v in ensemble.meta["val_metrics"].items() if isinstance(v, float)
+    )
+    print(f"{args.out}: {len(members)} members; validation {metrics}")
+    return 0
