@@ -36,8 +36,9 @@ MODEL_EXPERIMENTS = {
     "e1": "e1_models_tasks.json",
     "e2": "e2_rank_generalisation.json",
     "e5": "e5_quality_via_task.json",
+    "e7": "e7_held_out_triggers.json",
 }
-EXPERIMENT_NAMES = ("e1", "e2", "e3", "e4", "e5", "e6")
+EXPERIMENT_NAMES = ("e1", "e2", "e3", "e4", "e5", "e6", "e7")
 E4_ZOOS = ("digits", "minilm-topics")
 E6_ZOOS = ("digits", "minilm-topics", "causal-lm")
 
@@ -129,13 +130,14 @@ def write_result(
 
 
 def _cell_task(args: tuple[str, str, str, str, str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    from benchmarks import model_runs
+    from benchmarks import e7_held_out_triggers, model_runs
 
     experiment, zoo_dir, task, model, out, spec = args
     runner = {
         "e1": model_runs.run_e1_cell,
         "e2": model_runs.run_e2_cell,
         "e5": model_runs.run_e5_cell,
+        "e7": e7_held_out_triggers.run_e7_cell,
     }[experiment]
     return out, runner(zoo_dir, task, model, spec)
 
@@ -163,6 +165,8 @@ def model_cells(
                 )
                 cell_spec = {**spec, "models": {model: settings}}
                 key = {"spec": spec_hash(cell_spec), "zoo": zh, "code": model_code_hash(model)}
+                if experiment == "e7":  # its cell runner lives beside model_runs
+                    key["runner"] = file_sha256(ROOT / "e7_held_out_triggers.py")[:16]
                 out = RESULTS / experiment / f"{zoo_name}--{task}--{model}.json"
                 cells.append(
                     (out, key, (experiment, str(zoo_dir), task, model, str(out), cell_spec))

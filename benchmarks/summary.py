@@ -225,6 +225,26 @@ def e6_table(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def e7_table(results: list[dict[str, Any]]) -> list[str]:
+    if not results:
+        return ["_no results yet_"]
+    lines = ["| zoo | model | held-out triggers | AUROC seen (test) | AUROC unseen | gap (seen - unseen) | TPR@1%FPR seen / unseen | test backdoors seen / unseen |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for r in sorted(
+        results, key=lambda r: (r["zoo"], MODELS.index(r["model"]) if r["model"] in MODELS else 99)
+    ):
+        s, sizes = r["summary"], r["test_sizes"]
+        gap = r["auroc_gap"]["per_seed"]
+        spread = (sum((g - r["auroc_gap"]["mean"]) ** 2 for g in gap) / len(gap)) ** 0.5
+        lines.append(
+            f"| {r['zoo']} | {r['model']} | {', '.join(r['held_out_triggers'])} | {_fmt(s['seen']['auroc'])} "
+            f"| {_fmt(s['unseen']['auroc'])} | {r['auroc_gap']['mean']:+.3f} ± {spread:.3f} "
+            f"| {s['seen']['tpr_at_1pct_fpr']['mean']:.3f} / {s['unseen']['tpr_at_1pct_fpr']['mean']:.3f} "
+            f"| {sizes['seen']['harmful']} / {sizes['unseen']['harmful']} |"
+        )  # fmt: skip
+    return lines
+
+
 def e6_calibration_table(results: list[dict[str, Any]]) -> list[str]:
     """The read-out fitted on val, measured on test (only the current results)."""
     rows = [r for r in results if r["_label"] == "now" and r.get("calibration")]
@@ -379,6 +399,7 @@ def write_summary(results_dir: Path, outdated: list[str] | None = None) -> Path:
     e3_list, e4 = _load(results_dir / "e3"), _load(results_dir / "e4")
     e3 = e3_list[0] if e3_list else None
     e6 = _load_e6(results_dir / "e6")
+    e7 = _load(results_dir / "e7")
     plots = _plots(results_dir, e2, e3) + _e6_plots(results_dir, e6)
     shas = sorted(
         {
@@ -400,7 +421,11 @@ def write_summary(results_dir: Path, outdated: list[str] | None = None) -> Path:
              "## E6 (beyond the paper): verdicts end to end", "",
              "`loravet vet` semantics (static checks, shipped predictors, thresholds) over each zoo's whole test split; "
              "goal: at least 97% of clean finetunes accepted and 95% of harmful ones rejected.", "", *e6_table(e6), "",
-             *e6_calibration_table(e6), ""]  # fmt: skip
+             *e6_calibration_table(e6), "",
+             "## E7 (beyond the paper): held-out attacks", "",
+             "Harmful detection trained with no LoRA poisoned by the held-out triggers, scored on the same clean test "
+             "LoRAs against backdoors with seen and with unseen triggers (3 seeds); goal: a gap within 0.02.", "",
+             *e7_table(e7), ""]  # fmt: skip
     lines += [f"![{p}]({p})" for p in plots]
     out = results_dir / "SUMMARY.md"
     out.write_text("\n".join(lines) + "\n")
