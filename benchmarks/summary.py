@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-MODELS = ("gl_net", "mlp", "mlp_dense", "mlp_svd", "mlp_oalign", "transformer", "norm_stats")
+MODELS = ("gl_net", "mlp", "mlp_dense", "mlp_svd", "mlp_oalign", "transformer", "norm_stats", "w2t")
 HEADLINE = {
     "quality": ("r2", "R^2"),
     "harmful": ("auroc", "AUROC"),

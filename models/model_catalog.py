@@ -26,6 +26,7 @@ from models.module_transformer import ModuleTransformer, ModuleTransformerConfig
 from models.norm_stats import NormStats, NormStatsConfig
 from models.oalign_mlp import OAlignMLP, OAlignMLPConfig
 from models.svd_mlp import SVDMLP, SVDMLPConfig
+from models.w2t import W2T, W2TConfig
 
 MODEL_CATALOG: dict[str, tuple[type[Any], type[nn.Module]]] = {
     "gl_net": (GLNetConfig, GLNet),
@@ -36,10 +37,11 @@ MODEL_CATALOG: dict[str, tuple[type[Any], type[nn.Module]]] = {
     "transformer": (ModuleTransformerConfig, ModuleTransformer),
     "norm_stats": (NormStatsConfig, NormStats),
     "gl_net_ensemble": (GLNetEnsembleConfig, GLNetEnsemble),
+    "w2t": (W2TConfig, W2T),
 }
 """Model name -> (frozen config dataclass, nn.Module class)."""
 
-GL_INVARIANT_MODELS = ("gl_net", "mlp_dense", "mlp_svd", "norm_stats", "gl_net_ensemble")
+GL_INVARIANT_MODELS = ("gl_net", "mlp_dense", "mlp_svd", "norm_stats", "gl_net_ensemble", "w2t")
 """Models whose output is exactly invariant to (U_i, V_i) -> (U_i R_i, V_i R_i^{-T}) per module."""
 
 

@@ -30,7 +30,7 @@ from training.provenance import provenance
 from training.train_loop import TrainConfig, fit
 from training.zoo_dataset import TASKS, Zoo, ZooError, load_task
 
-MODELS = ("gl_net", "mlp", "mlp_dense", "mlp_svd", "mlp_oalign", "transformer", "norm_stats")
+MODELS = ("gl_net", "mlp", "mlp_dense", "mlp_svd", "mlp_oalign", "transformer", "norm_stats", "w2t")
 
 
 def build_parser() -> Parser:

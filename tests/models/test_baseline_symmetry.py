@@ -25,6 +25,7 @@ HPARAMS = {
     "transformer": {**RAW_RANK, "d_model": 32, "n_heads": 4, "ff_dim": 32},
     "norm_stats": {},
     "gl_net_ensemble": {"members": 2, "hidden": 8, "head_dim": 32},
+    "w2t": {**RAW_RANK, "d_model": 32, "n_heads": 4, "ff_dim": 32},
 }
 
 

@@ -31,6 +31,7 @@ SMALL_HPARAMS = {
     "transformer": {"max_rank": 4, "d_model": 16, "n_heads": 2, "ff_dim": 16},
     "norm_stats": {},
     "gl_net_ensemble": {"members": 2, "hidden": 4, "head_dim": 8},
+    "w2t": {"max_rank": 4, "d_model": 16, "n_heads": 2, "ff_dim": 16},
 }
 
 
