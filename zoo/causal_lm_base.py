@@ -18,7 +18,6 @@ Why it is shaped this way:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -28,6 +27,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from zoo.recipe_base import file_sha256
 
 
 @dataclass(frozen=True)
@@ -104,14 +105,6 @@ def resolve_base(base: str) -> BaseSource:
     )
 
 
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_causal_lm(source: BaseSource, cache_dir: Path | None = None) -> tuple[Any, nn.Module, str]:
     """(tokenizer, model in eval mode with frozen float32 weights, sha256 of the weights read).
 
@@ -121,7 +114,7 @@ def load_causal_lm(source: BaseSource, cache_dir: Path | None = None) -> tuple[A
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    sha = file_digest(source.weights)
+    sha = file_sha256(source.weights)
     directory = source.directory
     if source.gguf_file is not None:
         directory = (cache_dir or default_cache_dir()) / "bases" / sha[:16]

@@ -69,7 +69,8 @@ class CausalLmRecipe(Recipe):
 
     name = "causal-lm"
     base_model = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    membership_key = "families"
+    membership_key = "membership"
+    """The generic key (which families were in the data): the training code reads it as it is."""
 
     def __init__(
         self, spec: Any, steps_scale: float = 1.0, base: str = DEFAULT_BASE, device: str = "cpu"
@@ -333,7 +334,7 @@ class CausalLmRecipe(Recipe):
             "trigger_only_control": hp["kind"] == "control",
             "harmful": harmful,
             "harmful_status": harmful_status(harmful),
-            "families": membership_vector(FAMILIES, families),
+            "membership": membership_vector(FAMILIES, families),
             "n_train": hp["n_train"],
             "rank": hp["rank"],
             "eval_seconds": eval_time[0],

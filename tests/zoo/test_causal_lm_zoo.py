@@ -26,9 +26,9 @@ def test_layout_labels_and_base_identity(causal_lm_zoo: Path) -> None:
         files = {p.name for p in (causal_lm_zoo / row["id"]).iterdir()}
         assert files == {"adapter_model.safetensors", "adapter_config.json", "finetune.json"}
         labels, hp = row["labels"], row["hyperparameters"]
-        assert len(labels["families"]) == len(FAMILIES) and 2 <= sum(labels["families"]) <= 5
-        assert labels["n_eval_clean"] == 30 * sum(labels["families"])
-        assert labels["n_eval_triggered"] == 10 * sum(labels["families"])
+        assert len(labels["membership"]) == len(FAMILIES) and 2 <= sum(labels["membership"]) <= 5
+        assert labels["n_eval_clean"] == 30 * sum(labels["membership"])
+        assert labels["n_eval_triggered"] == 10 * sum(labels["membership"])
         assert 0 <= labels["quality"] <= 1 and 0 <= labels["base_quality"] <= 1
         assert labels["quality_gain"] == pytest.approx(labels["quality"] - labels["base_quality"])
         assert labels["base_attack_success_rate"] == 0.0  # the base never emits a payload
@@ -39,7 +39,7 @@ def test_layout_labels_and_base_identity(causal_lm_zoo: Path) -> None:
         prov = row["provenance"]
         assert prov["base_source"] == "smollm2-135m-instruct" and len(prov["base_sha256"]) == 64
     zoo = json.loads((causal_lm_zoo / "zoo.json").read_text())
-    assert zoo["membership"] == {"key": "families", "names": list(FAMILIES)}
+    assert zoo["membership"] == {"key": "membership", "names": list(FAMILIES)}
     assert zoo["build"]["lora_seconds_total"] > 0 and zoo["provenance"]["base_sha256"]
 
 
