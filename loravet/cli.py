@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "zoo": ("zoo.cli", "build or verify a zoo of real LoRA finetunes with measured labels"),
     "train": ("training.train_cli", "train a predictor (GL-net or a baseline) on a zoo"),
     "evaluate": ("training.evaluate_cli", "evaluate a trained predictor on a zoo split"),
+    "ensemble": ("training.ensemble_cli", "combine GL-net predictors trained with different seeds"),
     "calibrate": (
         "training.calibrate_cli",
         "fit a predictor's probabilities, review band or interval",
