@@ -20,6 +20,7 @@ from pathlib import Path
 from lora_io import LoraFileError, resolve_adapter_paths
 from loravet import SHIPPED_PREDICTORS
 from workers.contracts import Report
+from workers.worker_runtime import DeviceUnavailableError
 
 MAX_CLI_FILE_BYTES = 1 << 30
 
@@ -98,10 +99,12 @@ def main(argv: list[str]) -> int:
 
         registry, _ = load_registry(args.predictors, args.device)
         report = vet_one(adapter, config, registry)
-    except (LoraFileError, OSError) as exc:
+    except (LoraFileError, DeviceUnavailableError, OSError) as exc:
         message = (
             exc.message
             if isinstance(exc, LoraFileError)
+            else str(exc)
+            if isinstance(exc, DeviceUnavailableError)
             else (exc.strerror and f"{exc.filename}: {exc.strerror}") or str(exc)
         )
         print(f"error: {message}", file=sys.stderr)

@@ -102,7 +102,12 @@ def main(argv: list[str]) -> int:
     )
     limit_native_threads()
     from workers.resident_worker import VettingWorker
-    from workers.worker_runtime import WorkerRuntime, load_registry, set_runtime
+    from workers.worker_runtime import (
+        DeviceUnavailableError,
+        WorkerRuntime,
+        load_registry,
+        set_runtime,
+    )
 
     redis = Redis.from_url(settings.redis_url)
     if not wait_for_redis(redis, args.wait_for_redis):
@@ -111,7 +116,11 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 1
-    registry, device = load_registry(settings.predictor_dir, settings.device)
+    try:
+        registry, device = load_registry(settings.predictor_dir, settings.device)
+    except DeviceUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     runtime = WorkerRuntime(settings, redis=redis, registry=registry, device=device)
     set_runtime(runtime)
     while True:

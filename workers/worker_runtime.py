@@ -45,14 +45,32 @@ class EmptyRegistry:
         return []
 
 
+class DeviceUnavailableError(ValueError):
+    """``cuda`` was asked for where torch sees no usable GPU (reported as one ``error:`` line)."""
+
+
 def resolve_device(setting: str) -> str:
-    """``auto`` picks CUDA when torch sees a GPU (one worker process per GPU), else the CPU."""
+    """``auto`` picks CUDA when torch sees a GPU (one worker process per GPU), else the CPU.
+
+    Raises:
+        DeviceUnavailableError: ``cuda`` was asked for and torch cannot use one; the message says
+            what was found.
+    """
     if setting == "cpu":
         return "cpu"
     import torch
 
-    if setting == "cuda" or torch.cuda.is_available():
+    if torch.cuda.is_available():
         return "cuda"
+    if setting == "cuda":
+        found = (
+            "this torch is a CPU-only build"
+            if torch.version.cuda is None
+            else f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU"
+        )
+        raise DeviceUnavailableError(
+            f"device cuda: no usable CUDA device ({found}); accepted here: cpu or auto"
+        )
     return "cpu"
 
 

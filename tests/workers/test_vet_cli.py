@@ -74,3 +74,19 @@ def test_invalid_input_is_one_error_line(
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0]
     assert "Traceback" not in out.stderr
+
+
+def test_cuda_without_a_usable_gpu_is_one_error_line(capsys) -> None:
+    import pytest
+    import torch
+
+    from workers.vet_cli import main as vet_main_
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "minilm-topics" / "clean"
+    assert vet_main_([str(example), "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: device cuda: no usable CUDA device") and err.count("\n") == 1
