@@ -203,6 +203,8 @@ class Versions(BaseModel):
     loravet: str
     schema_version: int = SCHEMA_VERSION
     predictors: list[str] = Field(default_factory=list)
+    device: str | None = None
+    """Where the predictors ran (``cpu``, ``cuda:0``); None when none ran."""
 
 
 class Report(BaseModel):

@@ -89,6 +89,7 @@ class _Loaded:
     predict_ms: float = 0.0
     predictor_count: int = 0
     harmful_predictor_count: int = 0
+    device: str | None = None
     related: list[str] = field(default_factory=list)
     """Why predictors of the same base did not run: their module set differs (see ``related_note``)."""
 
@@ -326,9 +327,11 @@ def _predict_group(predictor: Any, group: list[_Loaded]) -> list[tuple[_Loaded, 
             raise PredictorFailedError(
                 f"predictor returned {out.shape[0]} rows for {len(group)} adapters"
             )
+        device = _device_of(predictor)
         for entry, row in zip(group, out, strict=True):
             entry.predictions.append(prediction_entry(predictor.config, row))
             entry.predict_ms += share
+            entry.device = entry.device or device
         return [(e, None) for e in group]
     except Exception as exc:
         if len(group) > 1:
@@ -342,6 +345,14 @@ def _predict_group(predictor: Any, group: list[_Loaded]) -> list[tuple[_Loaded, 
                 ),
             )
         ]
+
+
+def _device_of(predictor: Any) -> str | None:
+    """The device a predictor's model lives on, when it has one (``cpu``, ``cuda:0``)."""
+    model = getattr(predictor, "model", None)
+    params = getattr(model, "parameters", None)
+    first = next(iter(params()), None) if params is not None else None
+    return str(first.device) if first is not None else "cpu"
 
 
 def _assemble(entry: _Loaded, started_at: datetime, batch_size: int) -> Report:
@@ -402,6 +413,7 @@ def _assemble(entry: _Loaded, started_at: datetime, batch_size: int) -> Report:
         versions=Versions(
             loravet=loravet_version(),
             predictors=[f"{p.predictor_id}@{p.predictor_version}" for p in entry.predictions],
+            device=entry.device,
         ),
         created_at=datetime.now(UTC),
     )

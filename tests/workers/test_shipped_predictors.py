@@ -65,6 +65,7 @@ def test_examples_get_their_verdict_and_gl_rewrites_change_nothing(
     folder = EXAMPLES / recipe / example
     report = _vet(folder, capsys)
     assert report["verdict"] == verdict, report["reasons"]
+    assert report["versions"]["device"] == "cpu"
     predictions = {p["predictor_id"]: p["value"] for p in report["predictions"]}
     assert set(predictions) == {f"{recipe}-harmful-gl_net", f"{recipe}-quality-gl_net"}
     for seed in range(3):
