@@ -19,6 +19,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "zoo": ("zoo.cli", "build or verify a zoo of real LoRA finetunes with measured labels"),
     "train": ("training.train_cli", "train a predictor (GL-net or a baseline) on a zoo"),
     "evaluate": ("training.evaluate_cli", "evaluate a trained predictor on a zoo split"),
+    "via-task": (
+        "training.via_task_cli",
+        "a quality predictor that reads quality through the task",
+    ),
     "ensemble": ("training.ensemble_cli", "combine GL-net predictors trained with different seeds"),
     "calibrate": (
         "training.calibrate_cli",

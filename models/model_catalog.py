@@ -25,6 +25,7 @@ from models.lora_batch import LoraBatch
 from models.module_transformer import ModuleTransformer, ModuleTransformerConfig
 from models.norm_stats import NormStats, NormStatsConfig
 from models.oalign_mlp import OAlignMLP, OAlignMLPConfig
+from models.quality_via_task import QualityViaTask, QualityViaTaskConfig
 from models.svd_mlp import SVDMLP, SVDMLPConfig
 from models.w2t import W2T, W2TConfig
 
@@ -38,10 +39,13 @@ MODEL_CATALOG: dict[str, tuple[type[Any], type[nn.Module]]] = {
     "norm_stats": (NormStatsConfig, NormStats),
     "gl_net_ensemble": (GLNetEnsembleConfig, GLNetEnsemble),
     "w2t": (W2TConfig, W2T),
+    "quality_via_task": (QualityViaTaskConfig, QualityViaTask),
 }
 """Model name -> (frozen config dataclass, nn.Module class)."""
 
-GL_INVARIANT_MODELS = ("gl_net", "mlp_dense", "mlp_svd", "norm_stats", "gl_net_ensemble", "w2t")
+GL_INVARIANT_MODELS = (
+    "gl_net", "mlp_dense", "mlp_svd", "norm_stats", "gl_net_ensemble", "w2t", "quality_via_task",
+)  # fmt: skip
 """Models whose output is exactly invariant to (U_i, V_i) -> (U_i R_i, V_i R_i^{-T}) per module."""
 
 

@@ -26,12 +26,21 @@ HPARAMS = {
     "norm_stats": {},
     "gl_net_ensemble": {"members": 2, "hidden": 8, "head_dim": 32},
     "w2t": {**RAW_RANK, "d_model": 32, "n_heads": 4, "ff_dim": 32},
+    "quality_via_task": {
+        "inner": "gl_net",
+        "inner_hparams": {"hidden": 8, "head_dim": 32},
+        "n_labels": 4,
+    },
 }
 
 
 def fitted_model(name, spec, batch):
     model = build_model(name, spec, 3, **HPARAMS[name]).double().eval()
     fit_to_data(model, batch)
+    if hasattr(model, "set_task_map"):  # quality_via_task: a fitted map, not the zero one
+        model.set_task_map(
+            torch.randn(model.ridge_w.shape, generator=torch.Generator().manual_seed(0)), 0.1
+        )
     return model
 
 

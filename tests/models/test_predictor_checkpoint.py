@@ -32,6 +32,11 @@ SMALL_HPARAMS = {
     "norm_stats": {},
     "gl_net_ensemble": {"members": 2, "hidden": 4, "head_dim": 8},
     "w2t": {"max_rank": 4, "d_model": 16, "n_heads": 2, "ff_dim": 16},
+    "quality_via_task": {
+        "inner": "gl_net",
+        "inner_hparams": {"hidden": 4, "head_dim": 8},
+        "n_labels": 3,
+    },
 }
 
 

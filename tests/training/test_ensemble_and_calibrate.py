@@ -71,3 +71,30 @@ def test_quality_calibration_and_bad_input(
     assert calibrate_main([str(tmp_path / "missing"), "--zoo", str(small_zoo)]) == 2
     assert ensemble_main([str(model), "--out", str(tmp_path / "e")]) == 2
     assert "at least 2 members" in capsys.readouterr().err
+
+
+def test_quality_via_task_reads_quality_through_membership(
+    small_zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from models.quality_via_task import task_features
+    from training.via_task_cli import main as via_task_main
+
+    member_dir = tmp_path / "member"
+    argv = ["--zoo", str(small_zoo), "--task", "membership", "--model", "gl_net", "--epochs", "3"]
+    assert train_main([*argv, "--hparams", '{"hidden": 8}', "--out", str(member_dir)]) == 0
+    out = tmp_path / "quality-via-task"
+    assert via_task_main([str(member_dir), "--zoo", str(small_zoo), "--out", str(out)]) == 0
+    assert "validation R^2" in capsys.readouterr().out
+    quality, member = load_predictor(out), load_predictor(member_dir)
+    assert quality.config.task == "quality" and quality.config.model_name == "quality_via_task"
+    zoo = Zoo.open(small_zoo)
+    data = load_task(zoo, "test", "quality", spec=quality.config.spec)
+    probs = member.predict(data.batch)
+    model = quality.model
+    feats = task_features(probs, model.config.pairs)
+    expected = feats @ model.ridge_w.double().numpy() + model.ridge_b.double().numpy()
+    np.testing.assert_allclose(quality.predict(data.batch), expected, atol=1e-5)
+    assert calibrate_main([str(out), "--zoo", str(small_zoo)]) == 0
+    assert load_predictor(out).config.calibration is not None
+    assert via_task_main([str(out), "--zoo", str(small_zoo), "--out", str(tmp_path / "x")]) == 2
+    assert "needs a membership one" in capsys.readouterr().err
