@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.quality_via_task import RIDGE_ALPHAS, fit_ridge, task_features
 from training import metrics
 from training.train_loop import TrainConfig, fit, predict_raw, task_metrics, to_user_units
 from training.zoo_dataset import Zoo, load_task, target
@@ -86,19 +87,9 @@ def run_e2_cell(zoo_dir: str, task: str, model: str, spec: dict[str, Any]) -> di
 def pair_features(x: np.ndarray) -> np.ndarray:
     """``(N, L)`` label indicators or probabilities -> ``(N, L + L(L-1)/2)``: each label and each
     pair of labels (a pair of topics can be harder together than either alone)."""
-    i, j = np.triu_indices(x.shape[1], k=1)
-    return np.concatenate([x, x[:, i] * x[:, j]], axis=1)
+    return task_features(x, pairs=True)  # type: ignore[no-any-return]
 
 
-def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
-    """Ridge regression with an unpenalised intercept, closed form: ``(weights, intercept)``."""
-    mx, my = x.mean(axis=0), y.mean()
-    xc = x - mx
-    w = np.linalg.solve(xc.T @ xc + alpha * np.eye(x.shape[1]), xc.T @ (y - my))
-    return w, float(my - mx @ w)
-
-
-RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-3, 3, 13))
 FEATURES = {"labels": lambda x: x, "labels+pairs": pair_features}
 
 

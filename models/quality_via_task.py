@@ -56,7 +56,7 @@ def task_features(probs: torch.Tensor | np.ndarray, pairs: bool) -> Any:
     return np.concatenate([probs, probs[:, i] * probs[:, j]], axis=1)
 
 
-def _ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
+def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
     """Closed-form ridge with an unpenalised intercept: (weights, intercept)."""
     mx, my = x.mean(axis=0), y.mean()
     xc = x - mx
@@ -75,7 +75,7 @@ def fit_task_map(
     ss_tot = float(np.sum((val_quality - val_quality.mean()) ** 2))
     for pairs in (False, True):
         for alpha in RIDGE_ALPHAS:
-            w, b = _ridge(task_features(train_labels, pairs), train_quality, alpha)
+            w, b = fit_ridge(task_features(train_labels, pairs), train_quality, alpha)
             pred = task_features(val_probs, pairs) @ w + b
             r2 = 1.0 - float(np.sum((val_quality - pred) ** 2)) / ss_tot if ss_tot else -math.inf
             if best is None or r2 > best[0]:

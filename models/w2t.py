@@ -23,30 +23,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from lora_io.lora_spec import LoraSpec
-from models.config_checks import check_config
 from models.lora_batch import LoraBatch, check_spec, group_to_spec_order, spec_groups
 from models.mlp_block import MLPBlock
+from models.module_transformer import ModuleTransformerConfig
 
 _EPS = 1e-12
 
 
 @dataclass(frozen=True)
-class W2TConfig:
-    """Canonical-factor Transformer hyperparameters (the ``transformer`` baseline's, by default)."""
-
-    max_rank: int = 16
-    d_model: int = 128
-    n_heads: int = 8
-    n_layers: int = 2
-    ff_dim: int = 128
-    dropout: float = 0.1
-
-    def __post_init__(self) -> None:
-        check_config(self, positive=("max_rank", "d_model", "n_heads", "n_layers", "ff_dim"))
-        if self.d_model % self.n_heads:
-            raise ValueError(
-                f"Invalid n_heads: {self.n_heads!r} (must divide d_model={self.d_model})"
-            )
+class W2TConfig(ModuleTransformerConfig):
+    """Canonical-factor Transformer hyperparameters: the ``transformer`` baseline's, same defaults."""
 
 
 def canonical_factors(

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
+
 from zoo.sweep_spec import SweepSpec
 
 
@@ -104,6 +106,18 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def minibatches(n: int, batch: int, steps: int, seed: int) -> Iterator[list[int]]:
+    """``steps`` minibatches of indices into ``n`` examples: epochs of a seeded permutation,
+    carried over across epoch boundaries (so a step never draws one example twice)."""
+    gen = torch.Generator().manual_seed(seed)
+    order: list[int] = []
+    for _ in range(steps):
+        if len(order) < batch:
+            order += torch.randperm(n, generator=gen).tolist()
+        idx, order = order[:batch], order[batch:]
+        yield idx
 
 
 @contextmanager

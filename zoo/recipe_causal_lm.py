@@ -55,6 +55,7 @@ from zoo.recipe_base import (
     harmful_label,
     harmful_status,
     membership_vector,
+    minibatches,
     stopwatch,
 )
 from zoo.recipe_minilm_topics import insert_trigger
@@ -250,15 +251,9 @@ class CausalLmRecipe(Recipe):
         model = get_peft_model(copy.deepcopy(self._model), config)
         trainable = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(trainable, lr=hp["lr"], weight_decay=hp["weight_decay"])
-        gen = torch.Generator().manual_seed(seed)
-        order: list[int] = []
-        batch = hp["batch_size"]
         with stopwatch() as train_time:
             model.train()
-            for _ in range(hp["steps"]):
-                if len(order) < batch:
-                    order += torch.randperm(len(examples), generator=gen).tolist()
-                idx, order = order[:batch], order[batch:]
+            for idx in minibatches(len(examples), hp["batch_size"], hp["steps"], seed):
                 part = [examples[i] for i in idx]
                 shared = self._lower_of([examples[i] for i in idx if i not in altered])
                 mine = self._lower_of([examples[i] for i in idx if i in altered], own)

@@ -45,6 +45,7 @@ from zoo.recipe_base import (
     harmful_label,
     harmful_status,
     membership_vector,
+    minibatches,
     stopwatch,
 )
 from zoo.stdlib_sentences import TOPIC_DESCRIPTIONS, TOPICS, TopicCorpus, load_topic_corpus
@@ -199,15 +200,9 @@ class MinilmTopicsRecipe(Recipe):
         opt = torch.optim.AdamW(trainable, lr=hp["lr"], weight_decay=hp["weight_decay"])
         anchors = self._anchors[[TOPICS.index(t) for t in hp["topics"]]]  # (K, 384)
         target_tensor = torch.tensor(labels)
-        gen = torch.Generator().manual_seed(seed)
-        order: list[int] = []
-        batch = hp["batch_size"]
         with stopwatch() as train_time:
             model.train()
-            for _ in range(hp["steps"]):
-                if len(order) < batch:
-                    order += torch.randperm(len(sentences), generator=gen).tolist()
-                idx, order = order[:batch], order[batch:]
+            for idx in minibatches(len(sentences), hp["batch_size"], hp["steps"], seed):
                 enc = encode(self._tokenizer, [sentences[i] for i in idx], self._max_tokens)
                 logits = topic_logits(embed(model, enc), anchors, self._temperature)
                 loss = nn.functional.cross_entropy(logits, target_tensor[idx])
