@@ -59,10 +59,11 @@ predictors-digits: install ## train the shipped digits predictors (GL-net: harmf
 	$(BIN)/loravet train --zoo zoos/digits --task harmful $(GL_SETTINGS) --out predictors/digits-harmful-gl_net
 	$(BIN)/loravet train --zoo zoos/digits --task quality $(GL_SETTINGS) --out predictors/digits-quality-gl_net
 
-predictors-minilm: install ## train the shipped minilm-topics predictors: harmful = GL-net seeds 0-2 ensembled, quality = GL-net; both calibrated on val
+predictors-minilm: install ## train the shipped minilm-topics predictors: harmful = GL-net seeds 0-2 ensembled; quality = a GL-net membership model read through the task (loravet via-task); both calibrated on val
 	for seed in 0 1 2; do $(BIN)/loravet train --zoo zoos/minilm-topics --task harmful $(GL_SETTINGS) --seed $$seed --out var/predictors/minilm-topics-harmful-s$$seed || exit 1; done
 	$(BIN)/loravet ensemble var/predictors/minilm-topics-harmful-s0 var/predictors/minilm-topics-harmful-s1 var/predictors/minilm-topics-harmful-s2 --zoo zoos/minilm-topics --predictor-id minilm-topics-harmful-gl_net --out predictors/minilm-topics-harmful-gl_net
-	$(BIN)/loravet train --zoo zoos/minilm-topics --task quality $(GL_SETTINGS) --out predictors/minilm-topics-quality-gl_net
+	$(BIN)/loravet train --zoo zoos/minilm-topics --task membership $(GL_SETTINGS) --out var/predictors/minilm-topics-membership-s0
+	$(BIN)/loravet via-task var/predictors/minilm-topics-membership-s0 --zoo zoos/minilm-topics --out predictors/minilm-topics-quality-gl_net
 	$(BIN)/loravet calibrate predictors/minilm-topics-harmful-gl_net --zoo zoos/minilm-topics
 	$(BIN)/loravet calibrate predictors/minilm-topics-quality-gl_net --zoo zoos/minilm-topics
 
