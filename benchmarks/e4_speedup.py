@@ -34,13 +34,14 @@ def run(zoo_dir: str, n: int = 200, hparams: dict[str, Any] | None = None) -> di
         for i in ids
     ]
     first = load_adapter(*adapter_paths(zoo, zoo.rows[ids[0]]))
-    shipped = [
+    shipped = [  # the shipped harmful-finetune predictor: GL-net, or an ensemble of GL-nets
         p
         for p in PredictorRegistry.from_directory(SHIPPED_PREDICTORS).for_spec(first.spec)
-        if p.config.model_name == "gl_net"
+        if p.config.task == "harmful" and p.config.model_name in ("gl_net", "gl_net_ensemble")
     ]
     if shipped:
-        predictor_id = shipped[0].config.predictor_id
+        c = shipped[0].config
+        predictor_id = f"{c.predictor_id}@{c.version} ({c.model_name})"
         predict = shipped[0].predict
     else:  # no shipped predictor for this zoo: an untrained GL-net costs the same time
         predictor_id = "untrained gl_net (default hparams)"
