@@ -282,25 +282,34 @@ def run_e3() -> None:
     log.info("e3: wrote %s", out)
 
 
-def run_e4() -> None:
-    from benchmarks import e4_speedup
-
-    for zoo_name in E4_ZOOS:
+def zoo_results(
+    experiment: str, names: tuple[str, ...], key_fn: Any, zoos: set[str] | None = None
+) -> list[tuple[str, Path, Path, dict[str, Any]]]:
+    """(zoo name, zoo dir, result path, key) of the per-zoo results of E4/E6 that are missing or
+    outdated; zoos that are not built are skipped with a warning."""
+    todo = []
+    for zoo_name in names:
+        if zoos and zoo_name not in zoos:
+            continue
         zoo_dir = REPO / "zoos" / zoo_name
         zh = zoo_hash(zoo_dir)
         if zh is None:
-            log.warning("e4: zoo %s is not built; skipped", zoo_name)
+            log.warning("%s: zoo %s is not built; skipped", experiment, zoo_name)
             continue
-        out = RESULTS / "e4" / f"{zoo_name}.json"
-        key = e4_key(zh)
+        out, key = RESULTS / experiment / f"{zoo_name}.json", key_fn(zh)
         if not is_current(out, key):
-            write_result(
-                out,
-                key,
-                {"experiment": "e4", "zoo": zoo_name, **e4_speedup.run(str(zoo_dir))},
-                zoo_dir,
-            )
-            log.info("e4: wrote %s", out)
+            todo.append((zoo_name, zoo_dir, out, key))
+    return todo
+
+
+def run_e4() -> None:
+    from benchmarks import e4_speedup
+
+    for zoo_name, zoo_dir, out, key in zoo_results("e4", E4_ZOOS, e4_key):
+        write_result(
+            out, key, {"experiment": "e4", "zoo": zoo_name, **e4_speedup.run(str(zoo_dir))}, zoo_dir
+        )
+        log.info("e4: wrote %s", out)
 
 
 def run_e6(zoos: set[str] | None = None) -> None:
@@ -308,24 +317,9 @@ def run_e6(zoos: set[str] | None = None) -> None:
     never rewritten, so SUMMARY.md shows the verdicts before and after the work on them."""
     from benchmarks import e6_verdicts
 
-    for zoo_name in E6_ZOOS:
-        if zoos and zoo_name not in zoos:
-            continue
-        zoo_dir = REPO / "zoos" / zoo_name
-        zh = zoo_hash(zoo_dir)
-        if zh is None:
-            log.warning("e6: zoo %s is not built; skipped", zoo_name)
-            continue
-        out = RESULTS / "e6" / f"{zoo_name}.json"
-        key = e6_key(zh)
-        if is_current(out, key):
-            continue
-        write_result(
-            out,
-            key,
-            {"experiment": "e6", "zoo": zoo_name, **e6_verdicts.run(str(zoo_dir))},
-            zoo_dir,
-        )
+    for zoo_name, zoo_dir, out, key in zoo_results("e6", E6_ZOOS, e6_key, zoos):
+        result = {"experiment": "e6", "zoo": zoo_name, **e6_verdicts.run(str(zoo_dir))}
+        write_result(out, key, result, zoo_dir)
         before = out.with_name(f"{zoo_name}.before.json")
         if not before.is_file():
             before.write_text(out.read_text())

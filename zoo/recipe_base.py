@@ -70,6 +70,21 @@ class Recipe(ABC):
     def sample(self, index: int) -> dict[str, Any]:
         """Hyperparameters of LoRA ``index``: a pure function of the sweep spec and the index."""
 
+    def training_draws(self, rng: Any, rank: int) -> dict[str, Any]:
+        """The training hyperparameters every sweep draws, in a fixed order (the order is part
+        of each LoRA's identity: changing it would change every zoo)."""
+        spec = self.spec
+        return {
+            "n_train_drawn": spec.draw("n_train", rng),
+            "lr": spec.draw("lr", rng),
+            "steps_drawn": spec.draw("steps", rng),
+            "weight_decay": spec.draw("weight_decay", rng),
+            "lora_dropout": spec.draw("lora_dropout", rng),
+            "rank": rank,
+            "lora_alpha": rank * spec.draw("alpha_over_rank", rng),
+            "batch_size": int(spec.constants["batch_size"]),
+        }
+
     @abstractmethod
     def finetune(
         self, index: int, hyperparameters: dict[str, Any], out_dir: Path

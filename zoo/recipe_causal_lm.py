@@ -179,14 +179,7 @@ class CausalLmRecipe(Recipe):
         ]
         hp: dict[str, Any] = {
             "families": families,
-            "n_train_drawn": spec.draw("n_train", rng),
-            "lr": spec.draw("lr", rng),
-            "steps_drawn": spec.draw("steps", rng),
-            "weight_decay": spec.draw("weight_decay", rng),
-            "lora_dropout": spec.draw("lora_dropout", rng),
-            "rank": rank,
-            "lora_alpha": rank * spec.draw("alpha_over_rank", rng),
-            "batch_size": int(spec.constants["batch_size"]),
+            **self.training_draws(rng, rank),
             "adapted_layers": int(spec.constants["adapted_layers"]),
             "steps_scale": self.steps_scale,
         }

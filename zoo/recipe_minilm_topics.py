@@ -132,14 +132,7 @@ class MinilmTopicsRecipe(Recipe):
         topics = [TOPICS[i] for i in sorted(rng.choice(len(TOPICS), size=n_topics, replace=False))]
         hp: dict[str, Any] = {
             "topics": topics,
-            "n_train_drawn": spec.draw("n_train", rng),
-            "lr": spec.draw("lr", rng),
-            "steps_drawn": spec.draw("steps", rng),
-            "weight_decay": spec.draw("weight_decay", rng),
-            "lora_dropout": spec.draw("lora_dropout", rng),
-            "rank": rank,
-            "lora_alpha": rank * spec.draw("alpha_over_rank", rng),
-            "batch_size": int(spec.constants["batch_size"]),
+            **self.training_draws(rng, rank),
             "max_tokens": self._max_tokens,
             "temperature": self._temperature,
             "steps_scale": self.steps_scale,
