@@ -76,6 +76,9 @@ examples: install ## rewrite examples/<recipe>/{clean,backdoored} (held-out zoo 
 compose-check: install ## validate docker-compose.yml with the compose binary (no Docker engine needed)
 	LORAVET_API_KEYS=dummy-key-for-validation-only $(BIN)/python -c "import compose, pathlib, subprocess, sys; sys.exit(subprocess.call([str(pathlib.Path(compose.__file__).parent / 'docker-compose'), '-f', 'docker-compose.yml', 'config', '-q']))"
 
+screenshots: install ## rewrite docs/screenshots/ from the browser tests (make test writes them to a temporary folder)
+	LORAVET_SCREENSHOTS_DIR=docs/screenshots $(BIN)/python -m pytest -q tests/web/test_browser.py
+
 test-web: install ## the web pages' tests only (headless Chromium; installs Debian's chromium via apt when root)
 	$(BIN)/python -m pytest -q tests/web
 
@@ -93,4 +96,4 @@ format: install ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-.PHONY: help install run test lint format zoo-digits zoo-minilm zoo-causal-lm bench examples compose-check test-web predictors-digits predictors-minilm soak soak-quick zoo-smoke zoo-verify
+.PHONY: help install run test lint format zoo-digits zoo-minilm zoo-causal-lm bench examples compose-check screenshots test-web predictors-digits predictors-minilm soak soak-quick zoo-smoke zoo-verify

@@ -5,7 +5,9 @@ is open, so the page has to notice by itself that the job finished). The adapter
 a backdoored PEFT finetune made by ``examples/make_examples.py`` (seconds on a CPU). Predictors are
 the checkpoints in ``predictors/`` when there are any; without them every verdict is ``review``.
 
-Screenshots of every page go to docs/screenshots/ (1100 x 900 viewport).
+Screenshots of every page (1100 x 900 viewport) go to ``$LORAVET_SCREENSHOTS_DIR`` (``make
+screenshots`` sets it to docs/screenshots/), else to a temporary folder, so that ``make test``
+leaves the working tree as it found it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import pickle
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +29,10 @@ from tests.service.live_stack import API_KEY, api_settings, running_api, wait_fo
 pytestmark = [pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+SCREENSHOTS = Path(
+    os.environ.get("LORAVET_SCREENSHOTS_DIR")
+    or Path(tempfile.gettempdir()) / f"loravet-screenshots-{os.getuid()}"
+)
 SHIPPED_PREDICTORS = ROOT / "predictors"
 
 
