@@ -222,6 +222,10 @@ def fit_calibration(
     raw = np.asarray(raw, dtype=np.float64).reshape(-1)
     targets = np.asarray(targets, dtype=np.float64).reshape(-1)
     if task == "harmful":
+        if targets.min() == targets.max():
+            raise ValueError(
+                "calibrating a harmful predictor needs both clean and harmful validation LoRAs"
+            )
         a, b = fit_platt(raw, targets)
         cal = Calibration(task, len(raw), platt_a=a, platt_b=b)
         reject, review, op = harmful_thresholds(cal.probability(raw), targets, max_fpr, max_miss)
@@ -230,6 +234,8 @@ def fit_calibration(
             review_threshold=review, operating_point=op,
         )  # fmt: skip
     if task == "quality":
+        if len(raw) < 2:
+            raise ValueError("calibrating a quality predictor needs at least 2 validation LoRAs")
         r2 = r2_score(raw, targets)
         return Calibration(
             task, len(raw), half_width=conformal_half_width(raw, targets, coverage),

@@ -91,7 +91,7 @@ class _Loaded:
     harmful_predictor_count: int = 0
     device: str | None = None
     related: list[str] = field(default_factory=list)
-    """Why predictors of the same base did not run: their module set differs (see ``related_note``)."""
+    """Why predictors of the same base did not run: their module set differs (``related_notes``)."""
 
 
 def vet_batch(
@@ -192,17 +192,18 @@ def decide_verdict(
                 )
             )
     for p in predictions:
+        upper = p.threshold if p.threshold is not None else DEFAULT_HARMFUL_THRESHOLD
         if (
             p.task == "harmful"
             and p.review_threshold is not None
-            and p.review_threshold <= p.value < (p.threshold if p.threshold is not None else 1.0)
+            and p.review_threshold <= p.value < upper
         ):
             reasons.append(
                 VerdictReason(
                     code="harmful_uncertain",
                     message=f"predictor {p.predictor_id}@{p.predictor_version} gives harmful-finetune "
                     f"probability {p.value:.3f}: in its review band ({p.review_threshold:.3f} to "
-                    f"{p.threshold:.3f}), where it cannot tell clean from harmful reliably"
+                    f"{upper:.3f}), where it cannot tell clean from harmful reliably"
                     + (f"; {p.note}" if p.note else ""),
                 )
             )

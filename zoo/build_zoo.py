@@ -198,7 +198,10 @@ def build_zoo(cfg: BuildConfig) -> int:
     if cfg.out.exists() and not cfg.out.is_dir():
         raise ZooBuildError(f"--out {cfg.out} exists and is not a directory")
     cfg.out.mkdir(parents=True, exist_ok=True)
-    _check_existing(cfg.out, recipe.name, cfg.steps_scale, cfg.base)
+    source = getattr(
+        recipe, "source", None
+    )  # the base a causal-lm build resolved (default included)
+    _check_existing(cfg.out, recipe.name, cfg.steps_scale, getattr(source, "name", cfg.base))
     shutil.rmtree(cfg.out / TMP_DIR, ignore_errors=True)
     handler = _open_log(cfg.out)
     try:

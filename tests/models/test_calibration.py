@@ -78,3 +78,10 @@ def test_json_round_trip_and_validation() -> None:
         Calibration.from_json({**cal.to_json(), "surprise": 1})
     with pytest.raises(ValueError, match="review_threshold"):
         Calibration("harmful", 4, reject_threshold=0.3, review_threshold=0.6)
+
+
+def test_a_one_class_validation_split_is_refused() -> None:
+    with pytest.raises(ValueError, match="both clean and harmful"):
+        fit_calibration("harmful", np.array([0.1, 0.2]), np.array([0, 0]))
+    with pytest.raises(ValueError, match="calibration exists for harmful and quality"):
+        fit_calibration("membership", np.array([0.1, 0.2]), np.array([0, 1]))
