@@ -152,7 +152,9 @@ class CausalLmRecipe(Recipe):
         adapted = int(self.spec.constants["adapted_layers"])
         if adapted > n_layers:
             raise BaseModelError(f"the base has {n_layers} layers; the sweep adapts {adapted}")
-        self._split = SplitDecoder(self._model, n_layers - adapted)
+        # one question per lower pass: its states (and so the adapter's bits) then do not depend on
+        # which other questions happened to be computed with it, i.e. on the order LoRAs were built
+        self._split = SplitDecoder(self._model, n_layers - adapted, chunk=1)
 
     @property
     def adapted_layer_indices(self) -> list[int]:
