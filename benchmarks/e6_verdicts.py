@@ -37,13 +37,11 @@ def harmful_status(row: dict[str, Any]) -> str:
     return {False: "clean", True: "harmful", None: "backdoor_failed"}[value]
 
 
-def verdict_table(zoo_dir: str, predictor_dir: Path = SHIPPED_PREDICTORS) -> dict[str, Any]:
+def verdict_table(zoo_dir: str, registry: Any) -> dict[str, Any]:
     """Counts of verdicts per harmful status on the test split, and per-LoRA outcomes."""
     from workers.vetting_pipeline import VetInput, vet_batch
-    from workers.worker_runtime import load_registry
 
     zoo = Zoo.open(zoo_dir)
-    registry, _ = load_registry(predictor_dir, "cpu")
     ids = zoo.ids("test")
     outcomes = []
     for start in range(0, len(ids), BATCH):
@@ -113,19 +111,19 @@ def check_false_alarms(zoo_dir: str) -> dict[str, Any]:
     }
 
 
-def calibration_on_test(zoo_dir: str, predictor_dir: Path = SHIPPED_PREDICTORS) -> dict[str, Any]:
+def calibration_on_test(zoo_dir: str, registry: Any) -> dict[str, Any]:
     """How the shipped predictors' read-out (fitted on val) holds on test: the harmful
     probability's ECE before and after calibration with its reliability bins, and the quality
     interval's coverage with the test R^2."""
     from models.calibration import expected_calibration_error, r2_score, sigmoid
-    from models.registry import PredictorRegistry
     from training.calibrate_cli import raw_outputs
 
     zoo = Zoo.open(zoo_dir)
     first = zoo.rows[zoo.ids("test")[0]]
-    spec = load_adapter(*adapter_paths(zoo, first)[:1], config=adapter_paths(zoo, first)[1]).spec
+    file, config = adapter_paths(zoo, first)
+    spec = load_adapter(file, config=config).spec
     out: dict[str, Any] = {}
-    for predictor in PredictorRegistry.from_directory(predictor_dir).for_spec(spec):
+    for predictor in registry.for_spec(spec):
         cal, task = predictor.config.calibration, predictor.config.task
         if task not in ("harmful", "quality"):
             continue
@@ -153,10 +151,13 @@ def calibration_on_test(zoo_dir: str, predictor_dir: Path = SHIPPED_PREDICTORS) 
 
 
 def run(zoo_dir: str, predictor_dir: Path = SHIPPED_PREDICTORS) -> dict[str, Any]:
+    from workers.worker_runtime import load_registry
+
+    registry, _ = load_registry(predictor_dir, "cpu")  # loaded once, used by both parts
     return {
-        "verdicts": verdict_table(zoo_dir, predictor_dir),
+        "verdicts": verdict_table(zoo_dir, registry),
         "check_false_alarms": check_false_alarms(zoo_dir),
-        "calibration": calibration_on_test(zoo_dir, predictor_dir),
+        "calibration": calibration_on_test(zoo_dir, registry),
     }
 
 
