@@ -39,7 +39,7 @@ MODEL_EXPERIMENTS = {
     "e7": "e7_held_out_triggers.json",
 }
 EXPERIMENT_NAMES = ("e1", "e2", "e3", "e4", "e5", "e6", "e7")
-E4_ZOOS = ("digits", "minilm-topics")
+E4_ZOOS = ("digits", "minilm-topics", "causal-lm")
 E6_ZOOS = ("digits", "minilm-topics", "causal-lm")
 
 
@@ -142,6 +142,23 @@ def _cell_task(args: tuple[str, str, str, str, str, dict[str, Any]]) -> tuple[st
     return out, runner(zoo_dir, task, model, spec)
 
 
+PROSE = ("name", "what", "why")  # and every ``*_note``
+
+
+def cell_spec_of(
+    spec: dict[str, Any], zoo_name: str, model: str, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """What one cell's result depends on in its experiment spec: its own zoo and model settings and
+    the shared fields, not the other zoos or models nor the prose (``what``, ``why``, notes). So
+    adding a zoo or a model to a spec, or rewording it, leaves the results already written current."""
+    shared = {
+        k: v
+        for k, v in spec.items()
+        if k not in ("zoos", "models") and k not in PROSE and not k.endswith("_note")
+    }
+    return {**shared, "zoo": {zoo_name: spec["zoos"][zoo_name]}, "models": {model: settings}}
+
+
 def model_cells(
     experiment: str, spec_file: str, zoos: set[str] | None = None
 ) -> list[tuple[Path, dict[str, Any], tuple]]:
@@ -163,7 +180,7 @@ def model_cells(
                 settings = cell_settings(
                     spec["models"][model], zoo_name, spec.get("stage1_task", task)
                 )
-                cell_spec = {**spec, "models": {model: settings}}
+                cell_spec = cell_spec_of(spec, zoo_name, model, settings)
                 key = {"spec": spec_hash(cell_spec), "zoo": zh, "code": model_code_hash(model)}
                 if experiment == "e7":  # its cell runner lives beside model_runs
                     key["runner"] = file_sha256(ROOT / "e7_held_out_triggers.py")[:16]

@@ -198,3 +198,16 @@ def test_task_ceiling_reads_only_the_manifest(
     assert "task -> quality ceiling: val R^2" in capsys.readouterr().out
     assert task_ceiling.main([str(small_zoo.parent / "no-such-zoo")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_adding_a_zoo_or_model_to_a_spec_leaves_written_cells_current() -> None:
+    spec = {"seeds": [0], "zoos": {"a": "zoos/a"}, "models": {"m": {"hparams": {"h": 1}}}}
+    grown = {**spec, "zoos": {"a": "zoos/a", "b": "zoos/b"}, "models": {**spec["models"], "n": {}}}
+    settings = spec["models"]["m"]
+
+    def key(s: dict) -> str:
+        return bench_cli.spec_hash(bench_cli.cell_spec_of(s, "a", "m", settings))
+
+    assert key(spec) == key(grown) == key({**spec, "what": "reworded", "why_note": "new"})
+    assert key(spec) != key({**spec, "seeds": [0, 1]})  # a shared field is part of every cell
+    assert key(spec) != bench_cli.spec_hash(bench_cli.cell_spec_of(grown, "b", "m", settings))
