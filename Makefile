@@ -67,6 +67,14 @@ predictors-minilm: install ## train the shipped minilm-topics predictors: harmfu
 	$(BIN)/loravet calibrate predictors/minilm-topics-harmful-gl_net --zoo zoos/minilm-topics
 	$(BIN)/loravet calibrate predictors/minilm-topics-quality-gl_net --zoo zoos/minilm-topics
 
+predictors-causal-lm: install ## train the shipped causal-lm (SmolLM2-135M) predictors like minilm's: harmful = GL-net seeds 0-2 ensembled; quality = a GL-net membership model read through the task; both calibrated on val
+	for seed in 0 1 2; do $(BIN)/loravet train --zoo zoos/causal-lm --task harmful $(GL_SETTINGS) --seed $$seed --out var/predictors/causal-lm-harmful-s$$seed || exit 1; done
+	$(BIN)/loravet ensemble var/predictors/causal-lm-harmful-s0 var/predictors/causal-lm-harmful-s1 var/predictors/causal-lm-harmful-s2 --zoo zoos/causal-lm --predictor-id causal-lm-harmful-gl_net --out predictors/causal-lm-harmful-gl_net
+	$(BIN)/loravet train --zoo zoos/causal-lm --task membership $(GL_SETTINGS) --out var/predictors/causal-lm-membership-s0
+	$(BIN)/loravet via-task var/predictors/causal-lm-membership-s0 --zoo zoos/causal-lm --out predictors/causal-lm-quality-gl_net
+	$(BIN)/loravet calibrate predictors/causal-lm-harmful-gl_net --zoo zoos/causal-lm
+	$(BIN)/loravet calibrate predictors/causal-lm-quality-gl_net --zoo zoos/causal-lm
+
 bench: install ## run the benchmark experiments whose results are missing or outdated, then the summary
 	$(BIN)/loravet bench --jobs 2
 
@@ -96,4 +104,4 @@ format: install ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-.PHONY: help install run test lint format zoo-digits zoo-minilm zoo-causal-lm bench examples compose-check screenshots test-web predictors-digits predictors-minilm soak soak-quick zoo-smoke zoo-verify
+.PHONY: help install run test lint format zoo-digits zoo-minilm zoo-causal-lm bench examples compose-check screenshots test-web predictors-digits predictors-minilm predictors-causal-lm soak soak-quick zoo-smoke zoo-verify

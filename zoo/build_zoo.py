@@ -96,9 +96,11 @@ def init_worker(
 def finetune_row(recipe: Recipe, index: int, out_dir: Path) -> dict[str, Any]:
     """Train and measure LoRA ``index`` into ``out_dir``; return its ``finetune.json`` document."""
     lora_id = recipe.spec.lora_id(index)
+    cpu_start = time.process_time()  # this process's CPU time: the cost, whatever else shares the machine
     with stopwatch() as total:
         hp = recipe.sample(index)
         outcome = recipe.finetune(index, hp, out_dir)
+    cpu_seconds = time.process_time() - cpu_start
     adapter = out_dir / ADAPTER_FILE
     return {
         "id": lora_id,
@@ -117,6 +119,7 @@ def finetune_row(recipe: Recipe, index: int, out_dir: Path) -> dict[str, Any]:
             "train_seconds": round(outcome.train_seconds, 4),
             "eval_seconds": round(outcome.labels["eval_seconds"], 4),
             "total_seconds": round(total[0], 4),
+            "cpu_seconds": round(cpu_seconds, 4),
         },
         "provenance": {
             **recipe.provenance(),

@@ -158,10 +158,20 @@ def make_zoo_doc(
             "lora_seconds_total": round(sum(t["total_seconds"] for t in timings), 1),
             "lora_seconds": _summary([t["total_seconds"] for t in timings]),
             "train_seconds": _summary([t["train_seconds"] for t in timings]),
+            **_cpu_cost(timings),
             "indexed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
         "labels": label_statistics(rows),
     }
+
+
+def _cpu_cost(timings: list[dict[str, Any]]) -> dict[str, Any]:
+    """CPU seconds per LoRA (the build process's own CPU time, so neither other work on the machine
+    nor a paused build inflates it), for the rows that recorded it (older rows have wall time only)."""
+    cpu = [t["cpu_seconds"] for t in timings if "cpu_seconds" in t]
+    if not cpu:
+        return {}
+    return {"cpu_seconds": _summary(cpu), "cpu_seconds_recorded_total": round(sum(cpu), 1)}
 
 
 def write_index(zoo_dir: Path, membership_names: tuple[str, ...], description: str) -> int:
