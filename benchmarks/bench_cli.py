@@ -24,8 +24,8 @@ from typing import Any
 
 from tqdm import tqdm
 
+from core.provenance import file_sha256, provenance
 from training.experiment_settings import cell_settings, load_spec
-from training.provenance import file_sha256, provenance
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent

@@ -1,4 +1,5 @@
-"""service: the loravet HTTP API (FastAPI). Never imports torch. From the worker side it imports only
-the torch-free ``workers.contracts``, ``workers.content_store`` and ``workers.webhook_security``
-(enforced by tests/service/test_import_boundaries.py).
+"""service: the loravet HTTP API (FastAPI) and its pages. Never imports torch, nor anything from
+``workers``: what it shares with the workers (contracts, the Redis data model, the content store,
+webhook security) is in the torch-free ``core`` package (enforced by
+tests/service/test_import_boundaries.py).
 """

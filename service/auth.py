@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from fastapi import Request
 from redis import Redis
 
+from core import redis_model
 from service.error_handlers import Problem
 from service.settings import hash_api_key
-from workers.contracts import RedisKeys
 
 KEY_ID_LENGTH = 16
 
@@ -75,14 +75,9 @@ def enforce_rate_limit(
     pass twice the limit; refused requests are not counted.
     """
     now = time.time() if now is None else now
-    window = RedisKeys.rate_window.format(key_id=key.key_id)
-    with redis.pipeline() as p:
-        p.zremrangebyscore(window, 0, now - 60)
-        p.zcard(window)
-        p.zrange(window, 0, 0, withscores=True)
-        _, count, oldest = p.execute()
-    if int(count) >= per_minute:
-        retry_after = max(1, math.ceil(oldest[0][1] + 60 - now)) if oldest else 60
+    count, oldest = redis_model.rate_window(redis, key.key_id, now)
+    if count >= per_minute:
+        retry_after = max(1, math.ceil(oldest + 60 - now)) if oldest is not None else 60
         raise Problem(
             429,
             "Too many requests",
@@ -90,7 +85,4 @@ def enforce_rate_limit(
             kind="rate_limited",
             headers={"Retry-After": str(retry_after)},
         )
-    with redis.pipeline() as p:
-        p.zadd(window, {f"{now:.6f}:{secrets.token_hex(4)}": now})
-        p.expire(window, 61)
-        p.execute()
+    redis_model.count_request(redis, key.key_id, now, f"{now:.6f}:{secrets.token_hex(4)}")

@@ -13,10 +13,10 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from redis import Redis
 
+from core.content_store import LocalContentStore
 from service.auth import ApiKey, authenticate, enforce_rate_limit
 from service.metrics import ServiceMetrics
 from service.settings import ApiSettings
-from workers.content_store import LocalContentStore
 
 
 @dataclass

@@ -10,7 +10,6 @@ only when the earlier job failed (or expired) is a new one enqueued.
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -24,10 +23,11 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from core import redis_model
+from core.contracts import VET_FAILURE_CALLBACK, VET_FUNCTION, VET_QUEUE, VetJobArgs
 from service.auth import ApiKey
 from service.error_handlers import Problem
 from service.settings import ApiSettings
-from workers.contracts import VET_FAILURE_CALLBACK, VET_FUNCTION, VET_QUEUE, RedisKeys, VetJobArgs
 
 PublicStatus = Literal["queued", "running", "finished", "failed"]
 
@@ -94,8 +94,7 @@ def job_view(redis: Redis, job_id: str) -> JobView | None:
     meta = job.get_meta(refresh=False) or {}
     kind = reason = None
     if status == "failed":
-        raw = redis.get(RedisKeys.job_failure.format(job_id=job_id))
-        record = json.loads(raw) if raw else {}
+        record = redis_model.job_failure(redis, job_id)
         kind = record.get("kind", "unknown")
         reason = record.get(
             "reason", "the job failed without a recorded reason; the worker logs have the details"
@@ -115,10 +114,10 @@ def job_view(redis: Redis, job_id: str) -> JobView | None:
 
 def existing_submission(redis: Redis, report_id: str) -> Submission | None:
     """The live (queued, running or finished) job for this content, if any."""
-    raw = redis.get(RedisKeys.submission.format(report_id=report_id))
-    if raw is None:
+    job_id = redis_model.submission_job(redis, report_id)
+    if job_id is None:
         return None
-    job = fetch_job(redis, raw.decode())  # type: ignore[union-attr]
+    job = fetch_job(redis, job_id)
     if job is None:
         return None
     status = public_status(job)
@@ -129,11 +128,7 @@ def existing_submission(redis: Redis, report_id: str) -> Submission | None:
 
 def note_interest(redis: Redis, job_id: str, key: ApiKey, ttl_s: int) -> None:
     """Remember that this key asked for this job: its webhooks hear about the result."""
-    name = RedisKeys.job_keys.format(job_id=job_id)
-    with redis.pipeline() as p:
-        p.sadd(name, key.key_id)
-        p.expire(name, ttl_s)
-        p.execute()
+    redis_model.note_interest(redis, job_id, key.key_id, ttl_s)
 
 
 def check_quota(redis: Redis, settings: ApiSettings, key: ApiKey) -> None:
@@ -144,15 +139,14 @@ def check_quota(redis: Redis, settings: ApiSettings, key: ApiKey) -> None:
             429, "Too many requests", f"the vetting queue is full ({depth} jobs waiting); retry later",
             kind="queue_full", headers={"Retry-After": "30"},
         )  # fmt: skip
-    active_key = RedisKeys.key_active_jobs.format(key_id=key.key_id)
-    if redis.scard(active_key) < settings.max_active_jobs_per_key:  # type: ignore[operator]
+    if redis_model.active_job_count(redis, key.key_id) < settings.max_active_jobs_per_key:
         return
     # prune ids whose jobs finished or vanished (a worker normally removes them itself)
-    for raw in redis.smembers(active_key):  # type: ignore[union-attr]
-        job = fetch_job(redis, raw.decode())
+    for job_id in redis_model.active_jobs(redis, key.key_id):
+        job = fetch_job(redis, job_id)
         if job is None or public_status(job) in ("finished", "failed"):
-            redis.srem(active_key, raw)
-    active = int(redis.scard(active_key))  # type: ignore[arg-type]
+            redis_model.release_active_job(redis, key.key_id, job_id)
+    active = redis_model.active_job_count(redis, key.key_id)
     if active >= settings.max_active_jobs_per_key:
         raise Problem(
             429, "Too many requests",
@@ -173,7 +167,7 @@ def submit_vetting(
     report_url: str | None,
 ) -> Submission:
     """Enqueue a vetting job for stored content, or return the one already live for it."""
-    pointer = RedisKeys.submission.format(report_id=report_id)
+    pointer = redis_model.submission_key(report_id)
     while True:
         live = existing_submission(redis, report_id)
         if live is not None:
@@ -184,14 +178,13 @@ def submit_vetting(
         with redis.pipeline() as p:
             try:
                 p.watch(pointer)
-                previous = p.get(pointer)
+                previous = redis_model.submission_job(p, report_id)
                 if previous is not None and existing_submission(redis, report_id) is not None:
                     continue  # someone else enqueued it a moment ago
                 p.multi()
-                p.set(pointer, job_id, ex=settings.result_ttl_s)
-                p.sadd(RedisKeys.job_keys.format(job_id=job_id), key.key_id)
-                p.expire(RedisKeys.job_keys.format(job_id=job_id), settings.result_ttl_s)
-                p.sadd(RedisKeys.key_active_jobs.format(key_id=key.key_id), job_id)
+                redis_model.record_submission(
+                    p, report_id, job_id, key.key_id, settings.result_ttl_s
+                )
                 p.execute()
             except WatchError:
                 continue

@@ -15,14 +15,14 @@ from typing import Any
 from fastapi import FastAPI
 from redis import Redis
 
+from core.content_store import LocalContentStore
+from core.contracts import loravet_version
 from service.dependencies import ServiceState
 from service.error_handlers import install_error_handlers
 from service.metrics import ServiceMetrics
 from service.routes import adapters, health, jobs, webhooks
 from service.settings import ApiSettings
 from service.web import mount_web
-from workers.content_store import LocalContentStore
-from workers.contracts import loravet_version
 
 DESCRIPTION = """Self-hosted vetting for LoRA adapters.
 

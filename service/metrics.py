@@ -30,7 +30,9 @@ from rq.registry import (
 )
 from rq.serializers import JSONSerializer
 
-from workers.contracts import JOB_LATENCY_BUCKETS, VET_QUEUE, WEBHOOK_QUEUE, RedisKeys
+from core import redis_model
+from core.contracts import VET_QUEUE, WEBHOOK_QUEUE
+from core.redis_model import JOB_LATENCY_BUCKETS
 
 log = logging.getLogger("loravet.api")
 
@@ -70,10 +72,7 @@ class RedisSideCollector(Collector):
         yield depth
         yield jobs
 
-        raw = {
-            k.decode(): v.decode()
-            for k, v in self.redis.hgetall(RedisKeys.metric_job_latency).items()
-        }  # type: ignore[union-attr]
+        raw = redis_model.job_latency_histogram(self.redis)
         count = int(raw.get("count", 0))
         buckets = [(f"{b:g}", float(raw.get(f"le_{b:g}", 0))) for b in JOB_LATENCY_BUCKETS]
         buckets.append(("+Inf", float(count)))
@@ -86,8 +85,8 @@ class RedisSideCollector(Collector):
         deliveries = CounterMetricFamily(
             "loravet_webhook_deliveries", "Webhook delivery attempts by outcome", labels=["outcome"]
         )
-        for outcome, n in sorted(self.redis.hgetall(RedisKeys.metric_deliveries).items()):  # type: ignore[union-attr]
-            deliveries.add_metric([outcome.decode()], float(n))
+        for outcome, n in redis_model.delivery_outcomes(self.redis).items():
+            deliveries.add_metric([outcome], n)
         yield deliveries
 
 

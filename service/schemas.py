@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from workers.contracts import EventType, PredictorInfo, WebhookSubscription
+from core.contracts import EventType, PredictorInfo, WebhookSubscription
 
 
 class ProblemBody(BaseModel):

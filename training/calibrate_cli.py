@@ -77,7 +77,7 @@ def calibrate(
 
 
 def _record(cal: Calibration, zoo_dir: Path, max_fpr: float, max_miss: float) -> dict[str, Any]:
-    from training.provenance import provenance
+    from core.provenance import provenance
 
     return {
         "fitted_on": f"{zoo_dir} val split ({cal.n_val} LoRAs)",

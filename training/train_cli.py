@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
+from core.provenance import provenance
 from models.predictor import Predictor, PredictorConfig, save_predictor
 from training.cli_support import Parser, fail
 from training.experiment_settings import SettingsError, train_settings
-from training.provenance import provenance
 from training.train_loop import TrainConfig, fit
 from training.zoo_dataset import TASKS, Zoo, ZooError, load_task
 

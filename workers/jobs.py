@@ -13,7 +13,6 @@ raising, so RQ never runs it again. Everything else is retried with backoff.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 from types import TracebackType
@@ -25,11 +24,8 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from lora_io import LoraFileError
-from workers.contracts import (
-    JOB_LATENCY_BUCKETS,
-    RECENT_REPORTS_KEPT,
-    RedisKeys,
+from core import redis_model
+from core.contracts import (
     Report,
     ReportCompletedData,
     ReportFailedData,
@@ -38,6 +34,7 @@ from workers.contracts import (
     WebhookEvent,
     event_id_for,
 )
+from lora_io import LoraFileError
 from workers.vetting_pipeline import PredictorFailedError
 from workers.webhook_delivery import deliver, delivery_retry, emit_event
 from workers.worker_runtime import get_runtime
@@ -77,7 +74,7 @@ def vet_adapter(job_args: dict[str, Any]) -> dict[str, Any]:
         raise outcome
     report: Report = outcome
     runtime.store.put_bytes("reports", report.report_id, report.model_dump_json(indent=2).encode())
-    index_report(runtime.redis, report)
+    redis_model.index_report(runtime.redis, report)
     job_id = job.id if job is not None else f"local-{report.report_id[:16]}"
     _finish_bookkeeping(runtime.redis, job_id, args)
     emit_event(
@@ -119,11 +116,7 @@ def on_vet_failure(
         )
         return
     kind, reason = failure_reason(exc_value, job)
-    connection.set(
-        RedisKeys.job_failure.format(job_id=job.id),
-        json.dumps({"kind": kind, "reason": reason}),
-        ex=FAILURE_RECORD_TTL_S,
-    )
+    redis_model.record_failure(connection, job.id, kind, reason, FAILURE_RECORD_TTL_S)
     try:
         args = VetJobArgs.model_validate(job.args[0])
     except (ValueError, IndexError, TypeError):
@@ -182,24 +175,6 @@ def deliver_webhook(job_args: dict[str, Any]) -> dict[str, Any] | Retry:
     return {"outcome": entry.outcome, "status_code": entry.status_code, "attempt": attempt}
 
 
-def index_report(redis: Redis, report: Report) -> None:
-    """List a stored report among the recent ones (all, and by verdict) for the web pages."""
-    score = report.created_at.timestamp()
-    with redis.pipeline() as p:
-        for index in (
-            RedisKeys.recent_reports,
-            RedisKeys.recent_reports_by_verdict.format(verdict=report.verdict),
-        ):
-            p.zadd(index, {report.report_id: score})
-            p.zremrangebyrank(index, 0, -RECENT_REPORTS_KEPT - 1)
-        for verdict in ("accept", "review", "reject"):
-            if verdict != report.verdict:  # a re-vetted report may have a new verdict
-                p.zrem(
-                    RedisKeys.recent_reports_by_verdict.format(verdict=verdict), report.report_id
-                )
-        p.execute()
-
-
 def _make_permanent(job: Job | None) -> None:
     """Clear the retries of the running job so RQ fails it for good (the worker holds this object)."""
     if job is not None:
@@ -208,14 +183,5 @@ def _make_permanent(job: Job | None) -> None:
 
 def _finish_bookkeeping(redis: Redis, job_id: str, args: VetJobArgs) -> None:
     """Free the per-key quota slots of this job and count its upload-to-report latency."""
-    keys = RedisKeys.job_keys.format(job_id=job_id)
     elapsed = max(0.0, (datetime.now(UTC) - args.submitted_at).total_seconds())
-    with redis.pipeline() as p:
-        for key_id in redis.smembers(keys):  # type: ignore[union-attr]
-            p.srem(RedisKeys.key_active_jobs.format(key_id=key_id.decode()), job_id)
-        for bound in JOB_LATENCY_BUCKETS:
-            if elapsed <= bound:
-                p.hincrby(RedisKeys.metric_job_latency, f"le_{bound:g}", 1)
-        p.hincrby(RedisKeys.metric_job_latency, "count", 1)
-        p.hincrbyfloat(RedisKeys.metric_job_latency, "sum", elapsed)
-        p.execute()
+    redis_model.finish_job(redis, job_id, elapsed)

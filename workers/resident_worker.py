@@ -21,7 +21,6 @@ cannot be used in a forked child. This is a ``SimpleWorker`` (no fork) with thre
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -40,7 +39,8 @@ from rq.serializers import JSONSerializer
 from rq.timeouts import JobTimeoutException
 from rq.worker import WorkerStatus
 
-from workers.contracts import VET_FUNCTION, VET_QUEUE, RedisKeys, VetJobArgs
+from core import redis_model
+from core.contracts import VET_FUNCTION, VET_QUEUE, VetJobArgs
 from workers.worker_runtime import WorkerRuntime
 
 log = logging.getLogger("loravet.worker")
@@ -170,11 +170,8 @@ class VettingWorker(SimpleWorker):
     def register_birth(self) -> None:
         self._clear_stale_registration()
         super().register_birth()
-        infos = [i.model_dump(mode="json") for i in self.runtime.predictor_infos()]
-        self.connection.set(
-            RedisKeys.predictors.format(worker=self.name),
-            json.dumps(infos),
-            ex=self.worker_ttl + 60,
+        redis_model.publish_predictors(
+            self.connection, self.name, self.runtime.predictor_infos(), self.worker_ttl + 60
         )
 
     def _clear_stale_registration(self) -> None:
@@ -205,15 +202,13 @@ class VettingWorker(SimpleWorker):
         self.connection.hset(self.key, "death", datetime.now(UTC).isoformat())
 
     def register_death(self) -> None:
-        self.connection.delete(RedisKeys.predictors.format(worker=self.name))
+        redis_model.withdraw_predictors(self.connection, self.name)
         super().register_death()
 
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         super().heartbeat(timeout, pipeline)
         conn = pipeline if pipeline is not None else self.connection
-        conn.expire(
-            RedisKeys.predictors.format(worker=self.name), (timeout or self.worker_ttl + 60)
-        )
+        redis_model.renew_predictors(conn, self.name, timeout or self.worker_ttl + 60)
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         # every dequeue went through the intermediate list (DurableQueue), so always take it out

@@ -17,9 +17,9 @@ import logging
 import sys
 from pathlib import Path
 
+from core.contracts import Report
 from lora_io import LoraFileError, resolve_adapter_paths
 from loravet import SHIPPED_PREDICTORS
-from workers.contracts import Report
 from workers.worker_runtime import DeviceUnavailableError
 
 MAX_CLI_FILE_BYTES = 1 << 30

@@ -1,4 +1,4 @@
-"""Adapter bytes in, :class:`~workers.contracts.Report` out: pure functions, no Redis, no queue.
+"""Adapter bytes in, :class:`~core.contracts.Report` out: pure functions, no Redis, no queue.
 
 The resident worker and ``loravet vet`` both call :func:`vet_batch`, so a report from the command
 line and one from the service are the same report. A batch is read and checked adapter by adapter,
@@ -29,8 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from lora_io import CheckResult, LoraAdapter, LoraFileError, LoraSpec, load_adapter, run_checks
-from workers.contracts import (
+from core.contracts import (
     BaseModelEntry,
     CheckEntry,
     ModuleEntry,
@@ -43,6 +42,7 @@ from workers.contracts import (
     loravet_version,
     report_id_for,
 )
+from lora_io import CheckResult, LoraAdapter, LoraFileError, LoraSpec, load_adapter, run_checks
 
 DEFAULT_HARMFUL_THRESHOLD = 0.5
 """Used when a harmful-finetune predictor ships without a calibrated threshold."""

@@ -6,7 +6,7 @@ schedule with jitter, longer when the receiver sent ``Retry-After``); RQ's sched
 Every attempt lands in the subscription's delivery log.
 
 SSRF: the callback host is resolved once, every resolved address is checked
-(:func:`workers.contracts.address_refusal`), and the socket is opened to that checked address while
+(:func:`core.contracts.address_refusal`), and the socket is opened to that checked address while
 the ``Host`` header and TLS SNI keep the name (:class:`PinnedAddressTransport`). A second lookup
 could answer differently (DNS rebinding), so there is none; redirects are never followed, and proxy
 variables are ignored because a proxy would connect on our behalf to an address we never checked.
@@ -32,25 +32,22 @@ from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.serializers import JSONSerializer
 
-from workers.contracts import (
-    DELIVERY_LOG_LENGTH,
-    EVENT_TTL_S,
+from core import redis_model
+from core.contracts import (
     WEBHOOK_FUNCTION,
     WEBHOOK_QUEUE,
     DeliveryLogEntry,
-    RedisKeys,
-    SubscriptionRecord,
     WebhookDeliveryArgs,
     WebhookEvent,
     loravet_version,
 )
-from workers.settings import WorkerSettings
-from workers.webhook_security import (
+from core.webhook_security import (
     CallbackAddressError,
     address_refusal,
     check_callback_url,
     sign_webhook,
 )
+from workers.settings import WorkerSettings
 
 log = logging.getLogger("loravet.webhooks")
 
@@ -122,7 +119,7 @@ class _PinnedBackend(httpcore.NetworkBackend):
 class PinnedAddressTransport(httpx.BaseTransport):
     """An httpx transport that resolves once, refuses forbidden addresses and connects to the checked one.
 
-    Raises :class:`~workers.contracts.CallbackAddressError` (before any connection) when the name
+    Raises :class:`~core.contracts.CallbackAddressError` (before any connection) when the name
     resolves to any forbidden address.
     """
 
@@ -230,27 +227,12 @@ def parse_retry_after(value: str | None) -> int | None:
     return max(0, int((when - datetime.now(UTC)).total_seconds()))
 
 
-def load_subscription(redis: Redis, sub_id: str) -> SubscriptionRecord | None:
-    raw = redis.hgetall(RedisKeys.subscription.format(sub_id=sub_id))
-    return SubscriptionRecord.from_redis(raw) if raw else None  # type: ignore[arg-type]
-
-
-def record_delivery(redis: Redis, sub_id: str, entry: DeliveryLogEntry) -> None:
-    """Append to the subscription's delivery log (newest first, bounded) and count the outcome."""
-    key = RedisKeys.deliveries.format(sub_id=sub_id)
-    with redis.pipeline() as p:
-        p.lpush(key, entry.model_dump_json())
-        p.ltrim(key, 0, DELIVERY_LOG_LENGTH - 1)
-        p.hincrby(RedisKeys.metric_deliveries, entry.outcome, 1)
-        p.execute()
-
-
 def deliver(
     redis: Redis, args: WebhookDeliveryArgs, settings: WorkerSettings, *, attempt: int = 1
 ) -> DeliveryLogEntry:
     """Make one delivery attempt and log it. ``next_attempt_in_s`` is set when another is due."""
-    sub = load_subscription(redis, args.subscription_id)
-    body = redis.get(RedisKeys.event.format(event_id=args.event_id))
+    sub = redis_model.load_subscription(redis, args.subscription_id)
+    body = redis_model.load_event(redis, args.event_id)
     event_type = json.loads(body)["type"] if body else "unknown"
     now = datetime.now(UTC)
 
@@ -265,7 +247,7 @@ def deliver(
             **extra,
         )  # type: ignore[arg-type]
         if sub is not None:
-            record_delivery(redis, sub.id, entry)
+            redis_model.record_delivery(redis, sub.id, entry)
         log.info(
             "webhook %s -> %s attempt %d: %s (%s)",
             args.event_id,
@@ -321,7 +303,7 @@ def deliver(
     if status is not None and 200 <= status < 300:
         return done("delivered", detail, status_code=status, duration_ms=duration)
     if status == 410:
-        disable_subscription(redis, sub.id, "receiver answered 410 Gone")
+        redis_model.disable_subscription(redis, sub.id, "receiver answered 410 Gone")
         return done(
             "disabled", f"{detail}: subscription disabled", status_code=status, duration_ms=duration
         )
@@ -336,13 +318,6 @@ def deliver(
         attempt, settings.webhook_retry_schedule, settings.webhook_jitter, retry_after
     )
     return done("failed", detail, status_code=status, duration_ms=duration, next_attempt_in_s=delay)
-
-
-def disable_subscription(redis: Redis, sub_id: str, reason: str) -> None:
-    redis.hset(
-        RedisKeys.subscription.format(sub_id=sub_id),
-        mapping={"active": "0", "disabled_reason": reason},
-    )
 
 
 def delivery_retry(entry: DeliveryLogEntry, settings: WorkerSettings) -> Retry | None:
@@ -362,14 +337,12 @@ def emit_event(
     the same event twice (a re-run job) enqueues nothing new. Returns the number of deliveries enqueued.
     """
     body = event.model_dump_json().encode()
-    redis.set(RedisKeys.event.format(event_id=event.id), body, nx=True, ex=EVENT_TTL_S)
-    key_ids = sorted(k.decode() for k in redis.smembers(RedisKeys.job_keys.format(job_id=job_id)))  # type: ignore[union-attr]
+    redis_model.store_event(redis, event.id, body)
     queue = Queue(WEBHOOK_QUEUE, connection=redis, serializer=JSONSerializer)
     count = 0
-    for key_id in key_ids:
-        for raw_id in sorted(redis.smembers(RedisKeys.key_subscriptions.format(key_id=key_id))):  # type: ignore[union-attr]
-            sub = load_subscription(redis, raw_id.decode())
-            if sub is None or not sub.active or event.type not in sub.events:
+    for key_id in redis_model.interested_keys(redis, job_id):
+        for sub in redis_model.subscriptions_of(redis, key_id):
+            if not sub.active or event.type not in sub.events:
                 continue
             args = WebhookDeliveryArgs(event_id=event.id, subscription_id=sub.id)
             try:

@@ -19,9 +19,9 @@ from typing import Any
 
 from redis import Redis
 
+from core.content_store import LocalContentStore
+from core.contracts import PredictorInfo, VetJobArgs
 from lora_io import LoraFileError
-from workers.content_store import LocalContentStore
-from workers.contracts import PredictorInfo, VetJobArgs
 from workers.settings import WorkerSettings
 from workers.vetting_pipeline import RegistryLike, VetInput, vet_batch
 

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.provenance import file_sha256
 from zoo.adapter_files import ADAPTER_FILE, CONFIG_FILE
-from zoo.recipe_base import Recipe, file_sha256, harmful_status, stopwatch
+from zoo.recipe_base import Recipe, harmful_status, stopwatch
 from zoo.recipes import make_recipe
 from zoo.zoo_manifest import FINETUNE_FILE, package_versions, write_index
 
@@ -96,7 +97,9 @@ def init_worker(
 def finetune_row(recipe: Recipe, index: int, out_dir: Path) -> dict[str, Any]:
     """Train and measure LoRA ``index`` into ``out_dir``; return its ``finetune.json`` document."""
     lora_id = recipe.spec.lora_id(index)
-    cpu_start = time.process_time()  # this process's CPU time: the cost, whatever else shares the machine
+    cpu_start = (
+        time.process_time()
+    )  # this process's CPU time: the cost, whatever else shares the machine
     with stopwatch() as total:
         hp = recipe.sample(index)
         outcome = recipe.finetune(index, hp, out_dir)

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.recipe_base import file_sha256
+from core.provenance import file_sha256
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ data. The builder only talks to this interface, so adding a recipe never touches
 
 from __future__ import annotations
 
-import hashlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -113,14 +112,6 @@ def membership_vector(names: tuple[str, ...], chosen: list[str] | list[int]) -> 
     """Binary vector over ``names`` marking which groups/classes were in the finetune data."""
     chosen_set = {str(c) for c in chosen}
     return [1 if str(n) in chosen_set else 0 for n in names]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def minibatches(n: int, batch: int, steps: int, seed: int) -> Iterator[list[int]]:

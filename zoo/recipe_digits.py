@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.provenance import file_sha256
 from zoo.adapter_files import save_peft_adapter
 from zoo.digits_base import (
     BASE_MODEL_NAME,
@@ -35,7 +36,6 @@ from zoo.digits_base import (
 from zoo.recipe_base import (
     FinetuneOutcome,
     Recipe,
-    file_sha256,
     harmful_label,
     harmful_status,
     membership_vector,

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.provenance import file_sha256
 from zoo.adapter_files import save_peft_adapter
 from zoo.minilm_encoder import (
     ANCHOR_TEMPLATE,
@@ -41,7 +42,6 @@ from zoo.minilm_encoder import (
 from zoo.recipe_base import (
     FinetuneOutcome,
     Recipe,
-    file_sha256,
     harmful_label,
     harmful_status,
     membership_vector,

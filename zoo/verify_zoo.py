@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from core.provenance import file_sha256
 from zoo.build_zoo import finetune_row, quiet_libraries
-from zoo.recipe_base import file_sha256
 from zoo.recipes import make_recipe
 from zoo.zoo_manifest import MANIFEST_FILE, read_manifest
 

@@ -13,10 +13,10 @@ import os
 import statistics
 import time
 from collections import Counter
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from core.provenance import package_versions as core_package_versions
 from zoo.zoo_splits import make_splits
 
 FINETUNE_FILE = "finetune.json"
@@ -32,13 +32,8 @@ def package_versions() -> dict[str, str]:
     """Versions of the packages that decide a finetune's bits (read from metadata, no imports)."""
     import platform
 
-    out = {"python": platform.python_version()}
-    for name in _VERSIONED:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "absent"
-    return out
+    versions = core_package_versions(_VERSIONED, missing="absent")
+    return {"python": platform.python_version(), **{k: str(v) for k, v in versions.items()}}
 
 
 def write_json_atomic(path: Path, doc: Any) -> None:

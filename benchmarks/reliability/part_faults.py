@@ -31,8 +31,8 @@ from redis import Redis
 from benchmarks.reliability.client import percentile, status_counts, upload, wait_job
 from benchmarks.reliability.part_load import SizeClass, _kohya_sd15, _stamp_offset, stamped
 from benchmarks.reliability.stack import KEYS, LiveStack, StackConfig
+from core.contracts import VET_QUEUE
 from tests.service.live_stack import WebhookReceiver, peft_adapter
-from workers.contracts import VET_QUEUE
 
 
 def _classes() -> list[SizeClass]:

@@ -54,7 +54,7 @@ FULL = Budget("full", mutants=300, fuzz_seconds=120, schemathesis_examples=50, s
 
 def run(budget: Budget, parts: tuple[str, ...] = PARTS, work: Path | None = None, keep_corpus: bool = False,
         log: Any = print) -> dict[str, Any]:  # fmt: skip
-    from training.provenance import package_versions, provenance
+    from core.provenance import package_versions, provenance
 
     own = work is None
     work = Path(tempfile.mkdtemp(prefix="loravet-reliability-")) if work is None else work

@@ -8,6 +8,8 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from core import redis_model
+from core.contracts import report_id_for
 from lora_io import LoraFileError, check_adapter
 from service.auth import ApiKey
 from service.dependencies import ApiKeyDep, ServiceState, StateDep
@@ -15,7 +17,6 @@ from service.error_handlers import Problem
 from service.job_queue import existing_submission, note_interest, submit_vetting
 from service.schemas import ProblemBody, UploadAccepted
 from service.upload_intake import ReceivedUpload, receive_upload
-from workers.contracts import RedisKeys, report_id_for
 
 router = APIRouter(prefix="/v1", tags=["adapters"])
 
@@ -130,8 +131,7 @@ def _accept(
 
     if store.exists("reports", report_id):
         state.metrics.uploads.labels(outcome="duplicate_report").inc()
-        pointer = redis.get(RedisKeys.submission.format(report_id=report_id))
-        return answer(pointer.decode() if pointer else "", "finished")  # type: ignore[union-attr]
+        return answer(redis_model.submission_job(redis, report_id) or "", "finished")
     live = existing_submission(redis, report_id)
     if live is not None:
         note_interest(redis, live.job_id, key, settings.result_ttl_s)

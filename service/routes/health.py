@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis import Redis
 from redis.exceptions import RedisError
 from rq.worker_registration import REDIS_WORKER_KEYS
 
+from core import redis_model
 from service.dependencies import ApiKeyDep, StateDep
 from service.schemas import PredictorsResponse, Readiness
-from workers.contracts import PredictorInfo, RedisKeys
 
 router = APIRouter(tags=["operations"])
 
@@ -63,17 +61,7 @@ def read_metrics(state: StateDep) -> Response:
 @router.get("/v1/predictors", response_model=PredictorsResponse, tags=["predictors"])
 def read_predictors(key: ApiKeyDep, state: StateDep) -> PredictorsResponse:
     """List the predictors the live workers loaded (base-model spec, task, validation metrics)."""
-    found: dict[tuple[str, str], PredictorInfo] = {}
-    workers = 0
-    for name in state.redis.scan_iter(match=RedisKeys.predictors.format(worker="*"), count=100):
-        raw = state.redis.get(name)
-        if raw is None:
-            continue
-        workers += 1
-        for row in json.loads(raw):
-            info = PredictorInfo.model_validate(row)
-            found.setdefault((info.predictor_id, info.version), info)
+    workers, found = redis_model.live_predictors(state.redis)
     return PredictorsResponse(
-        workers=workers,
-        predictors=sorted(found.values(), key=lambda p: (p.predictor_id, p.version)),
+        workers=workers, predictors=sorted(found, key=lambda p: (p.predictor_id, p.version))
     )

@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from core import redis_model
+from core.contracts import Report, is_sha256_hex
 from service.dependencies import ApiKeyDep, StateDep
 from service.error_handlers import Problem
 from service.job_queue import job_view
 from service.routes.adapters import base_url
 from service.schemas import JobFailure, JobStatusResponse, ProblemBody
-from workers.contracts import RedisKeys, Report, is_sha256_hex
 
 router = APIRouter(prefix="/v1", tags=["jobs and reports"])
 
@@ -62,12 +63,8 @@ async def read_report(
     try:
         body = await run_in_threadpool(state.store.get_bytes, "reports", report_id)
     except FileNotFoundError:
-        pointer = state.redis.get(RedisKeys.submission.format(report_id=report_id))
-        hint = (
-            f"; its job is at {base_url(request, state)}/v1/jobs/{pointer.decode()}"
-            if pointer
-            else ""
-        )  # type: ignore[union-attr]
+        job_id = redis_model.submission_job(state.redis, report_id)
+        hint = f"; its job is at {base_url(request, state)}/v1/jobs/{job_id}" if job_id else ""
         raise Problem(
             404,
             "Not found",

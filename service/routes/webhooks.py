@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response
 
+from core.contracts import DeliveryLogEntry, WebhookSubscription
 from service.dependencies import ApiKeyDep, StateDep
 from service.schemas import ProblemBody, WebhookCreate, WebhookCreated
 from service.webhook_subscriptions import (
@@ -13,7 +14,6 @@ from service.webhook_subscriptions import (
     get_subscription,
     list_subscriptions,
 )
-from workers.contracts import DeliveryLogEntry, WebhookSubscription
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from core.contracts import loravet_version
 from service.web.pages import (
     HOME,
     WEB_PREFIX,
@@ -26,7 +27,6 @@ from service.web.pages import (
     sign_in_redirect,
 )
 from service.web.sessions import SessionCodec
-from workers.contracts import loravet_version
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = PACKAGE_DIR / "templates"

@@ -23,6 +23,9 @@ from markupsafe import Markup
 from redis.exceptions import RedisError
 from starlette.concurrency import run_in_threadpool
 
+from core import redis_model
+from core.contracts import PredictorInfo, Report, is_sha256_hex
+from core.redis_model import VERDICTS
 from lora_io import LoraFileError, load_adapter
 from service.auth import ApiKey, enforce_rate_limit
 from service.dependencies import ServiceState
@@ -61,7 +64,6 @@ from service.web.views import (
     when,
     why_text,
 )
-from workers.contracts import PredictorInfo, RedisKeys, Report, is_sha256_hex
 
 WEB_PREFIX = "/ui"
 HOME = f"{WEB_PREFIX}/upload"
@@ -71,7 +73,6 @@ SIGN_IN_ATTEMPTS_PER_MINUTE = 20
 """Sign-in attempts per client address per minute (keys are long and random; this bounds noise)."""
 SPECTRA_CACHE_SIZE = 32
 LEGEND_GROUPS = 12
-VERDICTS = ("accept", "review", "reject")
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -539,10 +540,10 @@ def report_page(report_id: str, request: Request) -> Response:
         )
     report = _stored_report(state, report_id)
     if report is None:
-        pointer = state.redis.get(RedisKeys.submission.format(report_id=report_id))
+        job_id = redis_model.submission_job(state.redis, report_id)
         link = (
-            {"href": f"{WEB_PREFIX}/jobs/{quote(pointer.decode(), safe='')}", "text": "See its job"}  # type: ignore[union-attr]
-            if pointer
+            {"href": f"{WEB_PREFIX}/jobs/{quote(job_id, safe='')}", "text": "See its job"}
+            if job_id
             else None
         )
         raise PageError(
@@ -629,22 +630,12 @@ def recent_page(request: Request) -> Response:
     if verdict not in (None, *VERDICTS):
         verdict = None
     page = _query_int(request.query_params.get("page"), 1)
-    index = (
-        RedisKeys.recent_reports_by_verdict.format(verdict=verdict)
-        if verdict
-        else RedisKeys.recent_reports
+    counts, ids = redis_model.recent_reports(
+        state.redis, verdict, (page - 1) * RECENT_PAGE_SIZE, RECENT_PAGE_SIZE
     )
-    with state.redis.pipeline() as p:
-        p.zcard(RedisKeys.recent_reports)
-        for v in VERDICTS:
-            p.zcard(RedisKeys.recent_reports_by_verdict.format(verdict=v))
-        p.zcard(index)
-        start = (page - 1) * RECENT_PAGE_SIZE
-        p.zrevrange(index, start, start + RECENT_PAGE_SIZE - 1)
-        all_count, *verdict_counts, total, ids = p.execute()
+    total = counts[verdict]
     rows = []
-    for raw in ids:
-        report_id = raw.decode()
+    for report_id in ids:
         report = _stored_report(state, report_id) if is_sha256_hex(report_id) else None
         if report is None:
             continue
@@ -671,7 +662,7 @@ def recent_page(request: Request) -> Response:
         {
             "label": "All",
             "verdict": None,
-            "count": int(all_count),
+            "count": counts[None],
             "href": href(None),
             "current": verdict is None,
         }
@@ -680,11 +671,11 @@ def recent_page(request: Request) -> Response:
         {
             "label": v.capitalize(),
             "verdict": v,
-            "count": int(c),
+            "count": counts[v],
             "href": href(v),
             "current": verdict == v,
         }
-        for v, c in zip(VERDICTS, verdict_counts, strict=True)
+        for v in VERDICTS
     ]
     return render(
         request,

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from core.contracts import PredictionEntry, PredictorInfo, Report
 from service.web.plots import ModuleSpectrum, fmt
-from workers.contracts import PredictionEntry, PredictorInfo, Report
 
 TASK_TITLES = {
     "harmful": "Harmful finetune",

@@ -242,7 +242,7 @@ def test_keys_rate_limit_and_job_quota(redis_url: str, tmp_path: Path) -> None:
 def test_unexpected_errors_leave_no_trace(
     redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from workers.content_store import LocalContentStore
+    from core.content_store import LocalContentStore
 
     def explode(self: LocalContentStore) -> Path:
         raise RuntimeError("secret internal detail")

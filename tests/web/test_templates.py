@@ -6,12 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from service.web import TEMPLATES_DIR
-from service.web.pages import base_context, make_templates, report_context
-from service.web.plots import ModuleSpectrum
-from service.web.sessions import WebSession
-from service.web.views import metric_phrases, prediction_reading
-from workers.contracts import (
+from core.contracts import (
     BaseModelEntry,
     CheckEntry,
     ModuleEntry,
@@ -22,6 +17,11 @@ from workers.contracts import (
     VerdictReason,
     Versions,
 )
+from service.web import TEMPLATES_DIR
+from service.web.pages import base_context, make_templates, report_context
+from service.web.plots import ModuleSpectrum
+from service.web.sessions import WebSession
+from service.web.views import metric_phrases, prediction_reading
 
 HOSTILE = '<script>alert("pwned")</script>'
 

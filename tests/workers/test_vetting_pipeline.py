@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from core.contracts import BaseModelEntry, CheckEntry, PredictionEntry
 from lora_io import LoraFileError, LoraSpec
 from tests.service.live_stack import adapter_config, peft_adapter
-from workers.contracts import BaseModelEntry, CheckEntry, PredictionEntry
 from workers.vetting_pipeline import (
     PredictorFailedError,
     VetInput,

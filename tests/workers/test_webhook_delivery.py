@@ -18,24 +18,24 @@ import httpx
 import pytest
 from redis import Redis
 
-from service.auth import ApiKey
-from service.webhook_subscriptions import create_subscription
-from tests.service.live_stack import WebhookReceiver, api_settings, worker_settings
-from workers import webhook_delivery
-from workers.contracts import (
-    RedisKeys,
+from core import redis_model
+from core.contracts import (
     ReportCompletedData,
     WebhookDeliveryArgs,
     WebhookEvent,
 )
-from workers.webhook_delivery import PinnedAddressTransport, deliver, parse_retry_after, retry_delay
-from workers.webhook_security import (
+from core.webhook_security import (
     CallbackAddressError,
     address_refusal,
     check_callback_url,
     new_webhook_secret,
     sign_webhook,
 )
+from service.auth import ApiKey
+from service.webhook_subscriptions import create_subscription
+from tests.service.live_stack import WebhookReceiver, api_settings, worker_settings
+from workers import webhook_delivery
+from workers.webhook_delivery import PinnedAddressTransport, deliver, parse_retry_after, retry_delay
 
 
 def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes) -> bool:
@@ -165,7 +165,7 @@ def _store_event(redis: Redis, job_id: str = "vet_x") -> WebhookEvent:
             job_id=job_id, report_id="a" * 64, sha256="a" * 64, verdict="review", reasons=["x"]
         ),
     )
-    redis.set(RedisKeys.event.format(event_id=event.id), event.model_dump_json())
+    redis_model.store_event(redis, event.id, event.model_dump_json().encode())
     return event
 
 
@@ -216,10 +216,7 @@ def test_delivery_is_signed_redirects_not_followed_and_410_disables(
         receiver.status, receiver.extra_headers = 410, {}
         assert deliver(redis, args, wsettings).outcome == "disabled"
         assert deliver(redis, args, wsettings).outcome == "skipped"
-        log = [
-            json.loads(e)["outcome"]
-            for e in redis.lrange(RedisKeys.deliveries.format(sub_id=sub.id), 0, -1)
-        ]
+        log = [e.outcome for e in redis_model.deliveries(redis, sub.id, 100)]
         assert log == ["skipped", "disabled", "gave_up", "failed", "failed", "delivered"]
     finally:
         receiver.stop()

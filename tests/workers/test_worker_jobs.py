@@ -15,6 +15,14 @@ from redis import Redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
+from core import redis_model
+from core.content_store import LocalContentStore
+from core.contracts import (
+    VET_QUEUE,
+    Report,
+    event_id_for,
+    report_id_for,
+)
 from service.auth import ApiKey
 from service.job_queue import job_view, submit_vetting
 from service.webhook_subscriptions import create_subscription
@@ -24,14 +32,6 @@ from tests.service.live_stack import (
     run_worker_burst,
     wait_for,
     worker_settings,
-)
-from workers.content_store import LocalContentStore
-from workers.contracts import (
-    VET_QUEUE,
-    RedisKeys,
-    Report,
-    event_id_for,
-    report_id_for,
 )
 from workers.resident_worker import DurableQueue, VettingWorker
 from workers.worker_runtime import WorkerRuntime
@@ -86,20 +86,16 @@ def test_jobs_are_batched_and_bad_input_fails_for_good(redis_url: str, tmp_path:
     assert len(job.results()) == 1  # bad input is not retried
     assert not store.exists("reports", view.report_id)
     # subscribers of the submitting key hear report.failed
-    event_id = json.loads(
-        redis.get(RedisKeys.event.format(event_id=_event_id(bad, "report.failed")))
-    )["id"]
+    event_id = json.loads(redis_model.load_event(redis, _event_id(bad, "report.failed")) or b"{}")[
+        "id"
+    ]
     assert event_id.startswith("evt_")
     # the burst worker also served the webhook queue: the API allowed the loopback URL, the worker
     # (private callbacks not allowed) refused to connect, and logged it
-    (entry,) = [
-        json.loads(e) for e in redis.lrange(RedisKeys.deliveries.format(sub_id=sub.id), 0, -1)
-    ]
-    assert entry["event_id"] == event_id and entry["event_type"] == "report.failed"
-    assert entry["outcome"] == "refused" and "loopback" in entry["detail"]
-    assert (
-        redis.scard(RedisKeys.key_active_jobs.format(key_id=KEY.key_id)) == 0
-    )  # quota slots freed
+    (entry,) = redis_model.deliveries(redis, sub.id, 100)
+    assert entry.event_id == event_id and entry.event_type == "report.failed"
+    assert entry.outcome == "refused" and "loopback" in entry.detail
+    assert redis_model.active_job_count(redis, KEY.key_id) == 0  # quota slots freed
 
 
 def _event_id(job_id: str, event_type: str) -> str:

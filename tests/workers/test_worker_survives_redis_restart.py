@@ -17,8 +17,8 @@ from rq import Queue, Worker
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
+from core.contracts import WEBHOOK_QUEUE
 from service.embedded_redis import EmbeddedRedis
-from workers.contracts import WEBHOOK_QUEUE
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

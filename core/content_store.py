@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal, Protocol
 
-from workers.contracts import is_sha256_hex
+from core.contracts import is_sha256_hex
 
 Kind = Literal["adapters", "configs", "reports"]
 KINDS: tuple[Kind, ...] = ("adapters", "configs", "reports")

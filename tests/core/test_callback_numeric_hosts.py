@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.webhook_security import CallbackAddressError, check_callback_url
+from core.webhook_security import CallbackAddressError, check_callback_url
 
 
 @pytest.mark.parametrize(

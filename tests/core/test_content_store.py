@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.content_store import LocalContentStore
+from core.content_store import LocalContentStore
 
 
 def test_put_get_exists_and_layout(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ names of everything the two processes share in Redis.
 Pure pydantic and standard library (no torch, no rq), because the API imports it. Only ids and store keys travel through the queue (JSON
 serializer), never bytes and never pickles; the adapter itself lives in the content store.
 
-The callback-address policy and webhook signing, also shared, are in ``workers.webhook_security``.
+The callback-address policy and webhook signing, also shared, are in ``core.webhook_security``.
 """
 
 from __future__ import annotations
@@ -34,41 +34,6 @@ VET_FAILURE_CALLBACK = "workers.jobs.on_vet_failure"
 """RQ ``on_failure`` callback: records the reason and sends ``report.failed`` on a final failure."""
 
 WEBHOOK_FUNCTION = "workers.jobs.deliver_webhook"
-
-
-class RedisKeys:
-    """Every Redis key loravet itself writes (RQ keeps its own under ``rq:``)."""
-
-    submission = "loravet:submission:{report_id}"  # -> job id of the vetting job for these bytes
-    job_keys = "loravet:job:{job_id}:keys"  # set of API key ids that asked for this job
-    job_failure = "loravet:job:{job_id}:failure"  # JSON {kind, reason} of a final failure
-    key_active_jobs = "loravet:key:{key_id}:active"  # set of this key's unfinished job ids
-    rate_window = "loravet:rate:{key_id}"  # sorted set of request times in the last minute
-    predictors = "loravet:predictors:{worker}"  # JSON list of PredictorInfo, TTL = worker liveness
-    subscription = "loravet:webhook:{sub_id}"  # hash: WebhookSubscription fields + secret
-    key_subscriptions = "loravet:key:{key_id}:webhooks"  # set of subscription ids of one key
-    deliveries = (
-        "loravet:webhook:{sub_id}:deliveries"  # list of DeliveryLogEntry JSON, newest first
-    )
-    event = "loravet:event:{event_id}"  # the exact JSON body of a webhook event
-    metric_job_latency = "loravet:metrics:job_latency"  # hash: bucket counters, sum, count
-    metric_deliveries = "loravet:metrics:webhook_deliveries"  # hash: outcome -> count
-    recent_reports = "loravet:reports:recent"  # sorted set: report id -> created_at (epoch s)
-    recent_reports_by_verdict = "loravet:reports:recent:{verdict}"  # the same, one per verdict
-
-
-RECENT_REPORTS_KEPT = 10_000
-"""Newest reports listed by the web pages (per index); older ones stay in the store, unlisted."""
-
-
-JOB_LATENCY_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
-"""Upper bounds (seconds, upload to report) of the job-latency histogram the workers keep in Redis."""
-
-DELIVERY_LOG_LENGTH = 200
-"""Delivery-log entries kept per subscription (newest first)."""
-
-EVENT_TTL_S = 14 * 24 * 3600
-"""How long an event body is kept for its retries (longer than the whole retry schedule)."""
 
 
 def loravet_version() -> str:

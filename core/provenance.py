@@ -44,13 +44,17 @@ def git_state(cwd: str | Path | None = None) -> dict[str, object]:
     return {"git_sha": sha, "git_dirty": dirty}
 
 
-def package_versions() -> dict[str, str | None]:
+def package_versions(
+    names: tuple[str, ...] = PACKAGES, missing: str | None = None
+) -> dict[str, str | None]:
+    """Installed versions of ``names`` read from package metadata (nothing is imported), ``missing``
+    for a package that is not installed."""
     out: dict[str, str | None] = {}
-    for name in PACKAGES:
+    for name in names:
         try:
             out[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
-            out[name] = None
+            out[name] = missing
     return out
 
 
@@ -64,6 +68,7 @@ def machine() -> dict[str, object]:
 
 
 def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, read in 1 MiB blocks (zoo adapters, manifests, predictor files)."""
     h = hashlib.sha256()
     with Path(path).open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
