@@ -29,7 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "fit a predictor's probabilities, review band or interval",
     ),
     "bench": ("benchmarks.bench_cli", "run the benchmark experiments that are missing or outdated"),
-    "serve": ("service.serve_cli", "embedded Redis + API + one worker on localhost"),
+    "serve": ("loravet.serve_cli", "embedded Redis + API + one worker on localhost"),
     "api": ("service.api_cli", "the HTTP API alone"),
     "worker": ("workers.worker_cli", "a resident vetting worker"),
 }

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from service.embedded_redis import EmbeddedRedis
+from harness.embedded_redis import EmbeddedRedis
 from zoo.cli import main as zoo_main
 
 SMALL_ZOO_COUNT = 40

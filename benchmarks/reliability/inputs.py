@@ -16,14 +16,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tests.lora_files import (
+from harness.lora_files import (
+    adapter_config,
     clip_text_modules,
     kohya_lora,
+    peft_adapter,
     raw_safetensors,
     safetensors_bytes,
     sd15_unet_modules,
 )
-from tests.service.live_stack import adapter_config, peft_adapter
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class BadInput:
 
 def catalogue() -> list[BadInput]:
     """The 56 hostile files of ``tests/lora_io/test_hostile_files.py`` (its ``CASES``)."""
-    from tests.lora_io.test_hostile_files import CASES
+    from harness.hostile_files import CASES
 
     return [
         BadInput(name, "catalogue", data, raw=i % 2 == 1)

@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 
-from benchmarks.reliability.client import count_5xx, status_counts, upload, wait_job
 from benchmarks.reliability.inputs import BadInput, catalogue, mutants
-from benchmarks.reliability.stack import KEYS, LiveStack, RssSampler, StackConfig, mib
+from harness.client import count_5xx, status_counts, upload, wait_job
+from harness.stack import KEYS, ProcessStack, RssSampler, StackConfig, mib
 
 MEMORY_GROWTH_LIMIT_MIB = 256
 """RSS growth per process over the whole part above which memory does not count as bounded."""
@@ -25,7 +25,7 @@ MEMORY_GROWTH_LIMIT_MIB = 256
 
 def run(root: Path, *, mutant_count: int, concurrency: int = 4) -> dict[str, Any]:
     items: list[BadInput] = catalogue() + mutants(mutant_count)
-    with LiveStack(root / "bad-input", StackConfig(workers=1)) as stack:
+    with ProcessStack(root / "bad-input", StackConfig(workers=1)) as stack:
         stack.wait_workers_registered()
         before = stack.rss()
         results: list[dict[str, Any]] = []

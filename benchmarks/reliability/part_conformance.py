@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
-from benchmarks.reliability.client import count_5xx, status_counts
-from benchmarks.reliability.stack import KEYS, LiveStack, StackConfig
+from harness.client import count_5xx, status_counts
+from harness.stack import KEYS, ProcessStack, StackConfig
 
 CONFIG = Path(__file__).resolve().parent / "schemathesis.toml"
 
@@ -34,7 +34,7 @@ def run(root: Path, *, max_examples: int, max_time_s: int, workers: int = 2) -> 
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    with LiveStack(out / "stack", StackConfig(workers=1)) as stack:
+    with ProcessStack(out / "stack", StackConfig(workers=1)) as stack:
         stack.wait_workers_registered()
         schema = httpx.get(f"{stack.url}/openapi.json", timeout=10).json()
         operations = [f"{m.upper()} {p}" for p, ops in schema["paths"].items() for m in ops]

@@ -28,11 +28,12 @@ from typing import Any
 import httpx
 from redis import Redis
 
-from benchmarks.reliability.client import percentile, status_counts, upload, wait_job
 from benchmarks.reliability.part_load import SizeClass, _kohya_sd15, _stamp_offset, stamped
-from benchmarks.reliability.stack import KEYS, LiveStack, StackConfig
 from core.contracts import VET_QUEUE
-from tests.service.live_stack import WebhookReceiver, peft_adapter
+from harness.client import percentile, status_counts, upload, wait_job
+from harness.lora_files import peft_adapter
+from harness.stack import KEYS, ProcessStack, StackConfig
+from harness.webhook_receiver import WebhookReceiver
 
 
 def _classes() -> list[SizeClass]:
@@ -46,7 +47,7 @@ class Producer:
     """Uploads distinct adapters from ``threads`` threads until stopped; keeps every accepted job id."""
 
     def __init__(
-        self, stack: LiveStack, classes: list[SizeClass], threads: int = 3, start: int = 0
+        self, stack: ProcessStack, classes: list[SizeClass], threads: int = 3, start: int = 0
     ) -> None:
         self.stack, self.classes, self.threads = stack, classes, threads
         self.accepted: list[str] = []
@@ -96,7 +97,7 @@ class Producer:
 
 
 def _final_statuses(
-    stack: LiveStack, job_ids: list[str], timeout_s: float
+    stack: ProcessStack, job_ids: list[str], timeout_s: float
 ) -> dict[str, dict[str, Any]]:
     out = {}
     deadline = time.monotonic() + timeout_s
@@ -119,7 +120,7 @@ def worker_kills(
     a killed worker may hold for its 61 s TTL."""
     rnd = random.Random(seed)
     cfg = StackConfig(workers=2, api_env={"LORAVET_API_VET_RETRY_INTERVALS": str(retry_interval_s)})
-    with LiveStack(root / "kills", cfg) as stack:
+    with ProcessStack(root / "kills", cfg) as stack:
         stack.wait_workers_registered(2)
         redis = Redis.from_url(stack.redis.url)
         producer = Producer(stack, _classes()).start()
@@ -171,7 +172,7 @@ def worker_kills(
     }
 
 
-def _jobs_running_on(redis: Redis, stack: LiveStack, index: int) -> list[str]:
+def _jobs_running_on(redis: Redis, stack: ProcessStack, index: int) -> list[str]:
     """Ids of the vetting jobs the worker ``index`` is running now (RQ's started registry + job.worker_name)."""
     from rq import Queue
     from rq.job import Job
@@ -192,7 +193,7 @@ def _jobs_running_on(redis: Redis, stack: LiveStack, index: int) -> list[str]:
 
 
 def redis_restarts(root: Path, restarts: int, down_s: float = 2.0) -> dict[str, Any]:
-    with LiveStack(root / "redis", StackConfig(workers=1)) as stack:
+    with ProcessStack(root / "redis", StackConfig(workers=1)) as stack:
         stack.wait_workers_registered()
         classes = _classes()
         accepted: list[str] = []
@@ -268,7 +269,9 @@ def webhook_outage(root: Path, jobs: int, outage_s: float) -> dict[str, Any]:
         "LORAVET_WORKER_ALLOW_PRIVATE_WEBHOOKS": "true",
     }
     receiver = WebhookReceiver().start()
-    with LiveStack(root / "webhooks", StackConfig(workers=1, api_env=env, worker_env=env)) as stack:
+    with ProcessStack(
+        root / "webhooks", StackConfig(workers=1, api_env=env, worker_env=env)
+    ) as stack:
         stack.wait_workers_registered()
         with httpx.Client() as client:
             sub = client.post(

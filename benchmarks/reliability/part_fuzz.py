@@ -28,8 +28,7 @@ def seed_corpus(directory: Path) -> int:
     import numpy as np
 
     from benchmarks.reliability.inputs import catalogue
-    from tests.lora_files import kohya_lora, safetensors_bytes
-    from tests.service.live_stack import adapter_config, peft_adapter
+    from harness.lora_files import adapter_config, kohya_lora, peft_adapter, safetensors_bytes
 
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)

@@ -32,10 +32,15 @@ import httpx
 import numpy as np
 
 import lora_io
-from benchmarks.reliability.client import count_5xx, percentile, status_counts, upload, wait_job
-from benchmarks.reliability.stack import KEYS, LiveStack, RssSampler, StackConfig, mib
-from tests.lora_files import clip_text_modules, kohya_lora, safetensors_bytes, sd15_unet_modules
-from tests.service.live_stack import peft_adapter
+from harness.client import count_5xx, percentile, status_counts, upload, wait_job
+from harness.lora_files import (
+    clip_text_modules,
+    kohya_lora,
+    peft_adapter,
+    safetensors_bytes,
+    sd15_unet_modules,
+)
+from harness.stack import KEYS, ProcessStack, RssSampler, StackConfig, mib
 
 
 @dataclass
@@ -150,7 +155,7 @@ def _one_upload(
 
 
 def run_load(
-    stack: LiveStack, classes: list[SizeClass], uploads: int, clients: int, seed: int = 5
+    stack: ProcessStack, classes: list[SizeClass], uploads: int, clients: int, seed: int = 5
 ) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     shares = np.asarray([c.share for c in classes])
@@ -219,7 +224,7 @@ def run_load(
     }
 
 
-def run_isolated(stack: LiveStack, cls: SizeClass, repeats: int) -> dict[str, Any]:
+def run_isolated(stack: ProcessStack, cls: SizeClass, repeats: int) -> dict[str, Any]:
     """One client, one upload at a time: the plain upload-to-report latency of ``cls``."""
     lat, parts = [], []
     with httpx.Client() as client:
@@ -235,7 +240,7 @@ def run_isolated(stack: LiveStack, cls: SizeClass, repeats: int) -> dict[str, An
             "min_s": _r(min(lat) if lat else None), "runs": parts}  # fmt: skip
 
 
-def run_backpressure(stack: LiveStack, quota: int, queue_cap: int) -> dict[str, Any]:
+def run_backpressure(stack: ProcessStack, quota: int, queue_cap: int) -> dict[str, Any]:
     small = peft_adapter(99)
     health_ms: list[float] = []
     stop = threading.Event()
@@ -335,7 +340,7 @@ def run(
     floors = {c.name: floor_seconds(stamped(c, 0)) for c in classes}
     log(f"load: floors {floors}")
     out: dict[str, Any] = {"floors": floors}
-    with LiveStack(root / "load", StackConfig(workers=workers)) as stack:
+    with ProcessStack(root / "load", StackConfig(workers=workers)) as stack:
         stack.wait_workers_registered()
         out["rss_before_mib"] = {k: mib(v) for k, v in stack.rss().items()}
         if with_largest and isolated_repeats:
@@ -357,7 +362,7 @@ def run(
         quota, cap = 20, 60
         cfg = StackConfig(workers=1, api_env={"LORAVET_API_MAX_ACTIVE_JOBS_PER_KEY": str(quota),
                                               "LORAVET_API_MAX_QUEUE_DEPTH": str(cap)})  # fmt: skip
-        with LiveStack(root / "backpressure", cfg) as stack:
+        with ProcessStack(root / "backpressure", cfg) as stack:
             stack.wait_workers_registered()
             out["backpressure"] = run_backpressure(stack, quota, cap)
             out["backpressure"]["crashes"] = stack.crashed()

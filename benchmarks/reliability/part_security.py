@@ -28,9 +28,9 @@ from typing import Any
 
 import httpx
 
-from benchmarks.reliability.client import upload, wait_job
-from benchmarks.reliability.stack import KEYS, REPO, LiveStack, StackConfig
-from tests.service.live_stack import peft_adapter
+from harness.client import upload, wait_job
+from harness.lora_files import peft_adapter
+from harness.stack import KEYS, REPO, ProcessStack, StackConfig
 
 PUBLIC = {"/healthz", "/readyz", "/metrics"}
 WRONG_KEY = "rel-wrong-key-5d4c3b2a19f8e7d6c5b4a39281"
@@ -78,7 +78,7 @@ def _fill(path: str) -> str:
     return re.sub(r"\{(\w+)\}", lambda m: values.get(m[1], "x"), path)
 
 
-def auth_checks(stack: LiveStack) -> dict[str, Any]:
+def auth_checks(stack: ProcessStack) -> dict[str, Any]:
     schema = httpx.get(f"{stack.url}/openapi.json", timeout=10).json()
     rows, failures = [], []
     with httpx.Client() as client:
@@ -109,7 +109,7 @@ def auth_checks(stack: LiveStack) -> dict[str, Any]:
     }
 
 
-def _non_schema_routes(stack: LiveStack, client: httpx.Client) -> dict[str, Any]:
+def _non_schema_routes(stack: ProcessStack, client: httpx.Client) -> dict[str, Any]:
     """Routes the app has beyond the OpenAPI (web pages, docs): what each answers without a key."""
     from service.main import create_app
     from service.settings import ApiSettings
@@ -147,7 +147,7 @@ def _walk(routes: Any) -> Any:
             yield route
 
 
-def pickle_checks(stack: LiveStack, scratch: Path) -> dict[str, Any]:
+def pickle_checks(stack: ProcessStack, scratch: Path) -> dict[str, Any]:
     scratch.mkdir(parents=True, exist_ok=True)
     marker = scratch / "pwned-by-pickle.txt"
     payload = _pickle_creating(marker)
@@ -177,7 +177,7 @@ def pickle_checks(stack: LiveStack, scratch: Path) -> dict[str, Any]:
     }
 
 
-def filename_checks(stack: LiveStack) -> dict[str, Any]:
+def filename_checks(stack: ProcessStack) -> dict[str, Any]:
     before = {p for p in stack.root.rglob("*") if p.is_file()}
     rows = []
     with httpx.Client() as client:
@@ -217,7 +217,7 @@ def filename_checks(stack: LiveStack) -> dict[str, Any]:
             "temp_files_left": sorted(p.name for p in (store / "tmp").iterdir())}  # fmt: skip
 
 
-def callback_checks(stack: LiveStack, connect_log: Path) -> dict[str, Any]:
+def callback_checks(stack: ProcessStack, connect_log: Path) -> dict[str, Any]:
     literal = {}
     with httpx.Client() as client:
         h = stack.headers(2)
@@ -263,7 +263,7 @@ def callback_checks(stack: LiveStack, connect_log: Path) -> dict[str, Any]:
             "non_loopback_connect_attempts": attempts, "all_refused": ok_literals and ok_rest and not attempts}  # fmt: skip
 
 
-def key_leak_checks(stack: LiveStack, secrets_seen: list[str]) -> dict[str, Any]:
+def key_leak_checks(stack: ProcessStack, secrets_seen: list[str]) -> dict[str, Any]:
     text = stack.log_text()
     aof = "".join(p.read_text(errors="replace") for p in (stack.root / "redis").rglob("*.aof"))
     needles = {f"key{i}": k for i, k in enumerate(KEYS)} | {"wrong_key": WRONG_KEY}
@@ -293,7 +293,7 @@ def run(root: Path) -> dict[str, Any]:
         worker_env={"LORAVET_WORKER_LOG_LEVEL": "DEBUG"},
         extra_env=env,
     )
-    with LiveStack(base / "stack", cfg) as stack:
+    with ProcessStack(base / "stack", cfg) as stack:
         stack.wait_workers_registered()
         out: dict[str, Any] = {"auth": auth_checks(stack)}
         out["pickle"] = pickle_checks(stack, base / "scratch")

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 
 import lora_io
+from harness.hostile_files import CASES
+from harness.lora_files import safetensors_bytes
 from lora_io import AdapterConfigError, LoraFileError, check_adapter, load_adapter
 from lora_io.adapter_config import _pattern_key, pattern_problem
 from lora_io.checks import delta_frobenius_norms
-from tests.lora_files import safetensors_bytes
-from tests.lora_io.test_hostile_files import CASES
 
 
 def _peft(layers: int = 2) -> bytes:

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 import lora_io
-from lora_io.key_grammar import kohya_to_dotted, parse_keys
-from tests.lora_files import (
+from harness.lora_files import (
     clip_text_modules,
     diffusers_legacy_lora,
     diffusers_peft_lora,
@@ -18,6 +17,7 @@ from tests.lora_files import (
     sd15_unet_modules,
     sdxl_unet_modules,
 )
+from lora_io.key_grammar import kohya_to_dotted, parse_keys
 
 
 @pytest.fixture

@@ -15,9 +15,9 @@ import struct
 import pytest
 
 import lora_io
+from harness.lora_files import small_diffusers_adapter, with_header_length
 from lora_io import errors as E
 from lora_io.safetensors_header import MAX_HEADER_BYTES, sniff_foreign_format
-from tests.lora_files import small_diffusers_adapter, with_header_length
 
 
 def colliding_lengths() -> list[int]:

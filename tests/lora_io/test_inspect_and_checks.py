@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import lora_io
+from harness.lora_files import clip_text_modules, kohya_lora, safetensors_bytes
 from lora_io.inspect_cli import main as inspect_main
-from tests.lora_files import clip_text_modules, kohya_lora, safetensors_bytes
 
 
 @pytest.fixture

@@ -125,7 +125,7 @@ def test_config_rank_disagreement_fails_the_check(minilm_adapter, tmp_path: Path
         "base_model.model.x.lora_A.weight": m.V.T.copy(),
         "base_model.model.x.lora_B.weight": m.U.copy(),
     }
-    from tests.lora_files import safetensors_bytes
+    from harness.lora_files import safetensors_bytes
 
     reread = lora_io.load_adapter(safetensors_bytes(tensors), config=wrong)
     status = {c.name: c for c in lora_io.run_checks(reread)}["rank_consistency"]

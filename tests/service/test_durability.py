@@ -8,16 +8,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.embedded_redis import EmbeddedRedis
-from tests.service.live_stack import (
+from harness.embedded_redis import EmbeddedRedis
+from harness.inprocess import (
     AUTH,
     api_settings,
-    peft_adapter,
     run_worker_burst,
     running_api,
     upload,
     worker_settings,
 )
+from harness.lora_files import peft_adapter
 
 pytestmark = pytest.mark.redis
 

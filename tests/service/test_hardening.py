@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.embedded_redis import free_port
+from harness.inprocess import AUTH, api_settings, running_api
 from service.api_cli import RedactQueryValues, redact_query
-from service.embedded_redis import free_port
-from tests.service.live_stack import AUTH, api_settings, running_api
 
 pytestmark = pytest.mark.redis
 

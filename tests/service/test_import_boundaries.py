@@ -36,7 +36,7 @@ def _loaded_after(code: str, tmp_path: Path) -> list[str]:
 def test_service_never_imports_torch_nor_workers(tmp_path: Path) -> None:
     loaded = _loaded_after(
         "import sys\n"
-        "import service.main, service.api_cli, service.serve_cli\n"
+        "import service.main, service.api_cli\n"
         "from service.settings import ApiSettings\n"
         "app = service.main.create_app(ApiSettings(keys=['k3y-for-tests-0123456789abcdef-one'], "
         "redis_url='redis://127.0.0.1:1/0', storage_dir=sys.argv[1]))",
@@ -67,7 +67,8 @@ def _imports(path: Path) -> set[str]:
 @pytest.mark.parametrize(
     ("folder", "forbidden"),
     [
-        # ("benchmarks", ("tests",)): next, with the shared harness
+        ("benchmarks", ("tests",)),
+        ("harness", ("tests", "benchmarks")),
         ("service", ("workers", "models", "training", "zoo", "torch")),
         ("core", UPPER),
     ],

@@ -13,8 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.embedded_redis import free_port
-from tests.service.live_stack import peft_adapter, wait_for
+from harness.embedded_redis import free_port
+from harness.inprocess import wait_for
+from harness.lora_files import peft_adapter
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -11,25 +11,25 @@ import httpx
 import numpy as np
 import pytest
 
-from service.settings import hash_api_key
-from tests.lora_files import (
-    raw_safetensors,
-    safetensors_bytes,
-    small_diffusers_adapter,
-    with_header_length,
-)
-from tests.service.live_stack import (
+from harness.inprocess import (
     API_KEY,
     AUTH,
     OTHER_KEY,
-    adapter_config,
     api_settings,
-    peft_adapter,
     run_worker_burst,
     running_api,
     upload,
     worker_settings,
 )
+from harness.lora_files import (
+    adapter_config,
+    peft_adapter,
+    raw_safetensors,
+    safetensors_bytes,
+    small_diffusers_adapter,
+    with_header_length,
+)
+from service.settings import hash_api_key
 
 pytestmark = pytest.mark.redis
 

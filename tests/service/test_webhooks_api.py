@@ -9,17 +9,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.live_stack import (
+from harness.inprocess import (
     AUTH,
     OTHER_KEY,
-    WebhookReceiver,
     api_settings,
-    peft_adapter,
     run_worker_burst,
     running_api,
     upload,
     worker_settings,
 )
+from harness.lora_files import peft_adapter
+from harness.webhook_receiver import WebhookReceiver
 from tests.workers.test_webhook_delivery import verify_standard_webhook
 
 pytestmark = pytest.mark.redis

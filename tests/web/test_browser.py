@@ -24,7 +24,10 @@ from typing import Any
 
 import pytest
 
-from tests.service.live_stack import API_KEY, api_settings, running_api, wait_for
+from harness.inprocess import wait_for
+from harness.stack import KEYS, ProcessStack, StackConfig
+
+API_KEY = KEYS[0]
 
 pytestmark = [pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
 
@@ -38,13 +41,24 @@ SHIPPED_PREDICTORS = ROOT / "predictors"
 
 @dataclass
 class Stack:
-    base: str
-    redis_url: str
-    store: Path
-    predictors: Path
+    """The stack as processes (``harness.stack``: Redis, ``loravet api``, a ``loravet worker``
+    started when a test says so, as an operator would) and the example adapters."""
+
+    processes: ProcessStack
     work: Path
-    worker: subprocess.Popen[bytes] | None = None
     examples: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return self.processes.url
+
+    @property
+    def worker(self) -> subprocess.Popen[bytes] | None:
+        return self.processes.workers[0] if self.processes.workers else None
+
+    @property
+    def predictors(self) -> Path:
+        return self.processes.config.predictors or self.work / "no-predictors"
 
     @property
     def examples_dir(self) -> Path:
@@ -82,37 +96,24 @@ class Stack:
 
     def start_worker(self, predictors: Path | None = None) -> None:
         """A real resident worker process (``loravet worker``), as an operator would run it."""
-        log = (self.work / "worker.log").open("wb")
-        self.worker = subprocess.Popen(
-            [
-                sys.executable, "-m", "loravet.cli", "worker", "--redis-url", self.redis_url,
-                "--storage", str(self.store), "--predictors", str(predictors or self.predictors),
-                "--device", "cpu", "--name", "browser-test-worker",
-            ],
-            cwd=self.work,  # no .env of the checkout leaks in
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )  # fmt: skip
+        self.processes.start_worker(0, predictors)
 
 
 @pytest.fixture
-def stack(redis_url: str, tmp_path: Path) -> Iterator[Stack]:
-    store = tmp_path / "store"
-    predictors = SHIPPED_PREDICTORS if SHIPPED_PREDICTORS.is_dir() else tmp_path / "no-predictors"
-    settings = api_settings(redis_url, store, rate_limit_per_minute=1000)
-    with running_api(settings) as base:
-        s = Stack(base, redis_url, store, predictors, tmp_path)
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    predictors = SHIPPED_PREDICTORS if SHIPPED_PREDICTORS.is_dir() else None
+    config = StackConfig(workers=0, predictors=predictors, ready_path="/healthz")
+    with ProcessStack(tmp_path / "stack", config) as processes:
+        s = Stack(processes, tmp_path)
         try:
             yield s
         finally:
-            for proc in (s.worker, s.examples):
-                if proc is not None and proc.poll() is None:
-                    proc.terminate()
-                    try:
-                        proc.wait(timeout=20)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
+            if s.examples is not None and s.examples.poll() is None:
+                s.examples.terminate()
+                try:
+                    s.examples.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    s.examples.kill()
 
 
 def shot(driver: Any, name: str, scroll_to: str | None = None) -> None:
@@ -309,7 +310,7 @@ def odd_adapter(layers: int = 6, hidden: int = 32, rank: int = 4) -> bytes:
     """A PEFT LoRA on a small BERT-style encoder whose layer-3 value delta is 40 times its peers'."""
     import numpy as np
 
-    from tests.lora_files import safetensors_bytes
+    from harness.lora_files import safetensors_bytes
 
     rng = np.random.default_rng(11)
     tensors: dict[str, Any] = {}

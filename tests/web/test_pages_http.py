@@ -12,16 +12,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.lora_files import safetensors_bytes
-from tests.service.live_stack import (
-    API_KEY,
-    adapter_config,
-    api_settings,
-    peft_adapter,
-    run_worker_burst,
-    running_api,
-    worker_settings,
-)
+from harness.inprocess import API_KEY, api_settings, run_worker_burst, running_api, worker_settings
+from harness.lora_files import adapter_config, peft_adapter, safetensors_bytes
 
 pytestmark = pytest.mark.redis
 

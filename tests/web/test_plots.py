@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
+from harness.lora_files import safetensors_bytes
 from lora_io import load_adapter
 from lora_io.checks import NORM_OUTLIER_Z, module_group
 from service.web.plots import (
@@ -22,7 +23,6 @@ from service.web.plots import (
     tick_label,
     uses_log_scale,
 )
-from tests.lora_files import safetensors_bytes
 
 SVG = "{http://www.w3.org/2000/svg}"
 

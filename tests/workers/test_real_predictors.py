@@ -8,17 +8,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from lora_io import load_adapter
-from tests.service.live_stack import (
+from harness.inprocess import (
     AUTH,
-    adapter_config,
     api_settings,
-    peft_adapter,
     run_worker_burst,
     running_api,
     upload,
     worker_settings,
 )
+from harness.lora_files import adapter_config, peft_adapter
+from lora_io import load_adapter
 from workers.resident_worker import VettingWorker
 from workers.vetting_pipeline import VetInput, vet_batch
 from workers.worker_runtime import WorkerRuntime, load_registry

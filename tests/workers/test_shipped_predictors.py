@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.lora_files import safetensors_bytes
 from loravet import SHIPPED_PREDICTORS
-from tests.lora_files import safetensors_bytes
 from workers.vet_cli import main as vet_main
 
 ROOT = Path(__file__).resolve().parents[2]

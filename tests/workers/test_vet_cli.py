@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.live_stack import adapter_config, peft_adapter
+from harness.lora_files import adapter_config, peft_adapter
 from workers.vet_cli import main
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from core.contracts import BaseModelEntry, CheckEntry, PredictionEntry
+from harness.lora_files import adapter_config, peft_adapter
 from lora_io import LoraFileError, LoraSpec
-from tests.service.live_stack import adapter_config, peft_adapter
 from workers.vetting_pipeline import (
     PredictorFailedError,
     VetInput,

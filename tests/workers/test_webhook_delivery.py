@@ -31,9 +31,10 @@ from core.webhook_security import (
     new_webhook_secret,
     sign_webhook,
 )
+from harness.inprocess import api_settings, worker_settings
+from harness.webhook_receiver import WebhookReceiver
 from service.auth import ApiKey
 from service.webhook_subscriptions import create_subscription
-from tests.service.live_stack import WebhookReceiver, api_settings, worker_settings
 from workers import webhook_delivery
 from workers.webhook_delivery import PinnedAddressTransport, deliver, parse_retry_after, retry_delay
 
@@ -237,7 +238,7 @@ def test_retry_schedule_and_retry_after_parsing() -> None:
 
 
 def test_transport_errors_are_httpx_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    from service.embedded_redis import free_port
+    from harness.embedded_redis import free_port
 
     port = free_port()  # nothing listens there
     with pytest.raises(httpx.ConnectError):

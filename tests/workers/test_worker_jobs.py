@@ -23,16 +23,11 @@ from core.contracts import (
     event_id_for,
     report_id_for,
 )
+from harness.inprocess import api_settings, run_worker_burst, wait_for, worker_settings
+from harness.lora_files import peft_adapter
 from service.auth import ApiKey
 from service.job_queue import job_view, submit_vetting
 from service.webhook_subscriptions import create_subscription
-from tests.service.live_stack import (
-    api_settings,
-    peft_adapter,
-    run_worker_burst,
-    wait_for,
-    worker_settings,
-)
 from workers.resident_worker import DurableQueue, VettingWorker
 from workers.worker_runtime import WorkerRuntime
 

@@ -18,7 +18,7 @@ from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
 from core.contracts import WEBHOOK_QUEUE
-from service.embedded_redis import EmbeddedRedis
+from harness.embedded_redis import EmbeddedRedis
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -76,7 +76,7 @@ def test_worker_outlives_a_redis_restart(tmp_path: Path) -> None:
 
 
 def _worker(redis_url: str, tmp_path: Path, name: str):  # type: ignore[no-untyped-def]
-    from tests.service.live_stack import worker_settings
+    from harness.inprocess import worker_settings
     from workers.resident_worker import VettingWorker
     from workers.worker_runtime import WorkerRuntime
 

@@ -1,9 +1,11 @@
-"""The real stack on loopback, as separate processes: embedded Redis, the API under uvicorn
-(``loravet api``) and resident workers (``loravet worker``), with their logs captured to files.
+"""The real stack as separate processes: embedded Redis, the API under uvicorn (``loravet api``)
+and resident workers (``loravet worker``).
 
-Nothing is mocked. The harness keeps the process handles so a part can SIGKILL a worker, stop or
-restart Redis on the same port and data directory, read each process's RSS, and count processes
-that exited when nobody killed them (crashes).
+One launcher for ``loravet serve`` (production settings, the operator's environment, logs on the
+terminal), the reliability suite and the browser tests (the ``FAST`` profile: loopback, known keys,
+short timeouts, logs captured to files). Nothing is mocked. The handles are kept so a caller can
+SIGKILL a worker, stop or restart Redis on the same port and data directory, read each process's
+RSS, and count processes that exited when nobody killed them (crashes).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import httpx
 import psutil
 
-from service.embedded_redis import EmbeddedRedis, free_port
+from harness.embedded_redis import EmbeddedRedis, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,6 +46,19 @@ class StackConfig:
     worker_env: dict[str, str] = field(default_factory=dict)
     extra_env: dict[str, str] = field(default_factory=dict)
     """Set in every child (e.g. the test resolver override)."""
+    fast: bool = True
+    """The test profile (known keys, short timeouts, no quotas in the way, the environment's own
+    ``LORAVET_*`` settings dropped); ``False`` for ``loravet serve``: the operator's settings."""
+    host: str = "127.0.0.1"
+    port: int | None = None
+    """API port; ``None`` picks a free one."""
+    predictors: Path | None = None
+    """Predictor directory of the workers; ``None``: none (every verdict ``review``)."""
+    capture_logs: bool = True
+    """Each process's output to ``<root>/logs/<name>-NNN.log``; ``False``: this terminal."""
+    ready_path: str = "/readyz"
+    """What :meth:`ProcessStack.start` waits for: ``/readyz`` (Redis and a worker) or ``/healthz``."""
+    startup_timeout_s: float = 60.0
 
 
 def _base_api_env() -> dict[str, str]:
@@ -70,7 +85,7 @@ def _base_worker_env() -> dict[str, str]:
     }
 
 
-class LiveStack:
+class ProcessStack:
     """Start with :meth:`start`, stop with :meth:`stop` (or use as a context manager)."""
 
     def __init__(self, root: Path, config: StackConfig | None = None) -> None:
@@ -79,8 +94,9 @@ class LiveStack:
         self.store = self.root / "store"
         self.logs = self.root / "logs"
         self.redis = EmbeddedRedis(self.root / "redis")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = self.config.port or free_port()
+        shown = "127.0.0.1" if self.config.host in ("0.0.0.0", "::") else self.config.host
+        self.url = f"http://{shown}:{self.port}"
         self.api: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes] | None] = []
         self.killed: set[int] = set()
@@ -90,51 +106,79 @@ class LiveStack:
         self._env: dict[str, str] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> LiveStack:
-        self.logs.mkdir(parents=True, exist_ok=True)
+    def start(self) -> ProcessStack:
+        """Redis, the workers, then the API; returns once ``ready_path`` answers 200.
+
+        Raises ``RedisServerNotFoundError`` (no server binary) or ``RuntimeError`` (a process
+        exited or the stack was not ready in time), having stopped what it started."""
+        cfg = self.config
+        if cfg.capture_logs:
+            self.logs.mkdir(parents=True, exist_ok=True)
         self.store.mkdir(parents=True, exist_ok=True)
         self.redis.start()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LORAVET_")}
+        env = dict(os.environ)
+        if cfg.fast:
+            env = {k: v for k, v in env.items() if not k.startswith("LORAVET_")}
+            env.update({**_base_api_env(), **_base_worker_env()})
         env["PYTHONPATH"] = os.pathsep.join(
             [str(REPO), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
         )
+        predictors = cfg.predictors or self.root / "no-predictors"
         env.update(
             {
                 "LORAVET_API_REDIS_URL": self.redis.url,
                 "LORAVET_API_STORAGE_DIR": str(self.store),
                 "LORAVET_WORKER_REDIS_URL": self.redis.url,
                 "LORAVET_WORKER_STORAGE_DIR": str(self.store),
-                "LORAVET_WORKER_PREDICTOR_DIR": str(self.root / "no-predictors"),
-                **_base_api_env(),
-                **_base_worker_env(),
-                **self.config.api_env,
-                **self.config.worker_env,
-                **self.config.extra_env,
+                "LORAVET_WORKER_PREDICTOR_DIR": str(Path(predictors).resolve()),
+                **cfg.api_env,
+                **cfg.worker_env,
+                **cfg.extra_env,
             }
         )
         self._env = env
-        for i in range(self.config.workers):
-            self.workers.append(None)
-            self.start_worker(i)
-        self.api = self._spawn("api", ["api", "--host", "127.0.0.1", "--port", str(self.port)])
-        deadline = time.monotonic() + 60
-        while True:
-            if self.api.poll() is not None:
-                raise RuntimeError(f"the API exited at start; see {self.logs}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the stack was not ready within 60 s; see {self.logs}")
-            time.sleep(0.2)
+        try:
+            for i in range(cfg.workers):
+                self.workers.append(None)
+                self.start_worker(i)
+            self.api = self._spawn("api", ["api", "--host", cfg.host, "--port", str(self.port)])
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+    def _wait_ready(self) -> None:
+        where = f"; see {self.logs}" if self.config.capture_logs else ""
+        deadline = time.monotonic() + self.config.startup_timeout_s
+        assert self.api is not None
+        while True:
+            if self.api.poll() is not None:
+                raise RuntimeError(f"the API exited at start (status {self.api.returncode}){where}")
+            with contextlib.suppress(httpx.HTTPError):
+                r = httpx.get(f"{self.url}{self.config.ready_path}", timeout=2)
+                if r.status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the stack did not answer {self.config.ready_path} on {self.url} within "
+                    f"{self.config.startup_timeout_s:g} s{where}"
+                )
+            time.sleep(0.2)
+
+    def _spawn(
+        self, name: str, args: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """A child in its own session (a Ctrl-C meant for ``loravet serve`` reaches only it)."""
+        argv = [sys.executable, "-m", "loravet.cli", *args]
+        env = {**self._env, **(env or {})}
+        if not self.config.capture_logs:
+            return subprocess.Popen(argv, env=env, start_new_session=True)
         self._log_seq += 1
         log = (self.logs / f"{name}-{self._log_seq:03d}.log").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "loravet.cli", *args],
-            env=self._env,
+            argv,
+            env=env,
             cwd=self.root,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -143,9 +187,14 @@ class LiveStack:
         log.close()
         return proc
 
-    def start_worker(self, index: int) -> subprocess.Popen[bytes]:
-        """Start worker ``index``; a restart keeps its name, as a container restart does."""
-        proc = self._spawn(f"worker{index}", ["worker", "--name", f"rel-w{index}"])
+    def start_worker(self, index: int, predictors: Path | None = None) -> subprocess.Popen[bytes]:
+        """Start worker ``index`` (with other ``predictors`` than the stack's, if given); a restart
+        keeps its name, as a container restart does."""
+        while len(self.workers) <= index:
+            self.workers.append(None)
+        name = ["--name", f"rel-w{index}"] if self.config.fast else []
+        env = {"LORAVET_WORKER_PREDICTOR_DIR": str(predictors.resolve())} if predictors else None
+        proc = self._spawn(f"worker{index}", ["worker", *name], env)
         self.workers[index] = proc
         return proc
 
@@ -203,7 +252,20 @@ class LiveStack:
         self.redis = EmbeddedRedis(self.redis.data_dir, port=self.redis.port).start()
         return time.monotonic() - t0
 
+    def exited(self) -> str | None:
+        """The first of API and workers that is no longer running, said in words; None if all run."""
+        for name, proc in [("api", self.api)] + [
+            (f"worker{i}", p) for i, p in enumerate(self.workers)
+        ]:
+            if proc is not None and proc.poll() is not None and proc.pid not in self.killed:
+                return f"{name} exited with status {proc.returncode}"
+        if self.redis.process is not None and self.redis.process.poll() is not None:
+            return f"redis exited with status {self.redis.process.returncode}"
+        return None
+
     def stop(self) -> None:
+        """API and workers (SIGTERM: a warm shutdown, SIGKILL after 20 s), then Redis (flushing
+        its AOF)."""
         procs = [self.api, *self.workers]
         for p in procs:
             if p is not None and p.poll() is None:
@@ -221,7 +283,7 @@ class LiveStack:
                 p.wait()
         self.redis.stop()
 
-    def __enter__(self) -> LiveStack:
+    def __enter__(self) -> ProcessStack:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -253,7 +315,7 @@ def _rss(proc: subprocess.Popen[bytes] | None) -> int | None:
 class RssSampler:
     """Samples the stack's RSS every ``interval_s`` in a thread; keeps the peak per process."""
 
-    def __init__(self, stack: LiveStack, interval_s: float = 0.25) -> None:
+    def __init__(self, stack: ProcessStack, interval_s: float = 0.25) -> None:
         self.stack = stack
         self.interval_s = interval_s
         self.peak: dict[str, int] = {}

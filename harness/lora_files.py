@@ -188,3 +188,28 @@ def small_diffusers_adapter(seed: int = 0) -> bytes:
     """A valid diffusers-style PEFT LoRA on two SD 1.5 UNet modules (rank 4, float32)."""
     modules = sd15_unet_modules()[:2]
     return safetensors_bytes(diffusers_peft_lora(modules, "unet", 4, np.random.default_rng(seed)))
+
+
+def peft_adapter(
+    seed: int = 0, *, layers: int = 2, hidden: int = 32, rank: int = 4, zero_b: bool = False
+) -> bytes:
+    """A PEFT LoRA on a small BERT-style encoder (query/value of each layer), as PEFT names it."""
+    rng = np.random.default_rng(seed)
+    tensors: dict[str, np.ndarray] = {}
+    for i in range(layers):
+        for proj in ("query", "value"):
+            base = f"base_model.model.encoder.layer.{i}.attention.self.{proj}"
+            tensors[f"{base}.lora_A.weight"] = rng.normal(size=(rank, hidden)).astype(np.float32)
+            b = (
+                np.zeros((hidden, rank), np.float32)
+                if zero_b
+                else rng.normal(size=(hidden, rank)).astype(np.float32) * 0.1
+            )
+            tensors[f"{base}.lora_B.weight"] = b
+    return safetensors_bytes(tensors)
+
+
+def adapter_config(rank: int = 4, alpha: float = 8.0) -> bytes:
+    return json.dumps(
+        {"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "target_modules": ["query", "value"]}
+    ).encode()
