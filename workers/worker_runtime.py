@@ -101,7 +101,11 @@ def predictor_info(predictor: Any, device: str) -> PredictorInfo:
     """What ``GET /v1/predictors`` shows for one loaded predictor."""
     cfg = predictor.config
     meta = getattr(predictor, "meta", None) or {}
-    metrics_src = meta.get("metrics", {}) if isinstance(meta, dict) else {}
+    # ``loravet train``, ``ensemble`` and ``via-task`` write the validation split's figures as
+    # ``val_metrics``; a checkpoint written another way may carry them as ``metrics``
+    metrics_src = (
+        (meta.get("val_metrics") or meta.get("metrics") or {}) if isinstance(meta, dict) else {}
+    )
     metrics = {
         str(k): float(v)
         for k, v in metrics_src.items()

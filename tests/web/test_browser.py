@@ -1,9 +1,10 @@
 """The pages in a real headless Chromium against the real stack on loopback.
 
-Real Redis, the API under uvicorn, and a real ``loravet worker`` process (started while the job page
-is open, so the page has to notice by itself that the job finished). The adapters are a clean and
-a backdoored PEFT finetune made by ``examples/make_examples.py`` (seconds on a CPU). Predictors are
-the checkpoints in ``predictors/`` when there are any; without them every verdict is ``review``.
+The stack as an operator runs it, as processes (``harness.stack``): Redis, ``loravet api`` and a
+``loravet worker`` (started while the job page is open, so the page has to notice by itself that the
+job finished). The adapters are the committed digits examples (a clean and a backdoored PEFT
+finetune, ``examples/digits/``) and the predictors the shipped ones (``predictors/``), so the docs'
+screenshots show what a user of this checkout sees.
 
 Screenshots of every page (1100 x 900 viewport) go to ``$LORAVET_SCREENSHOTS_DIR`` (``make
 screenshots`` sets it to docs/screenshots/), else to a temporary folder, so that ``make test``
@@ -15,7 +16,6 @@ from __future__ import annotations
 import os
 import pickle
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,11 +42,10 @@ SHIPPED_PREDICTORS = ROOT / "predictors"
 @dataclass
 class Stack:
     """The stack as processes (``harness.stack``: Redis, ``loravet api``, a ``loravet worker``
-    started when a test says so, as an operator would) and the example adapters."""
+    started when a test says so, as an operator would) and the committed example adapters."""
 
     processes: ProcessStack
     work: Path
-    examples: subprocess.Popen[bytes] | None = None
 
     @property
     def base(self) -> str:
@@ -61,37 +60,13 @@ class Stack:
         return self.processes.config.predictors or self.work / "no-predictors"
 
     @property
-    def examples_dir(self) -> Path:
-        return self.work / "examples"
-
-    def make_examples(self) -> None:
-        """Start examples/make_examples.py (a few seconds of CPU; runs while the browser signs in)."""
-        self.examples = subprocess.Popen(
-            [sys.executable, str(ROOT / "examples" / "make_examples.py"), "--out", str(self.examples_dir),
-             "--recipe", "digits", "--work", str(self.work / "examples-zoo")],
-            cwd=self.work,
-            stdout=(self.work / "examples.log").open("wb"),
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )  # fmt: skip
-
-    @property
     def has_predictors(self) -> bool:
         return self.predictors.is_dir() and any(self.predictors.iterdir())
 
-    def example(self, name: str) -> tuple[Path, Path]:
-        """The example adapter and its config (waits for make_examples.py to finish)."""
-        assert self.examples is not None, "call make_examples() first"
-        try:
-            rc = self.examples.wait(timeout=240)
-        except subprocess.TimeoutExpired:
-            pytest.fail("examples/make_examples.py did not finish within 240 s")
-        if rc != 0:
-            log = (self.work / "examples.log").read_text()[-1500:]
-            if "research dependencies" in log:
-                pytest.skip(f"the example adapters need the research extra: {log.strip()}")
-            pytest.fail(f"examples/make_examples.py failed ({rc}):\n{log}")
-        folder = self.examples_dir / "digits" / name
+    @staticmethod
+    def example(name: str) -> tuple[Path, Path]:
+        """The committed digits example adapter ``name`` (``clean`` or ``backdoored``) and its config."""
+        folder = ROOT / "examples" / "digits" / name
         return folder / "adapter_model.safetensors", folder / "adapter_config.json"
 
     def start_worker(self, predictors: Path | None = None) -> None:
@@ -104,16 +79,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     predictors = SHIPPED_PREDICTORS if SHIPPED_PREDICTORS.is_dir() else None
     config = StackConfig(workers=0, predictors=predictors, ready_path="/healthz")
     with ProcessStack(tmp_path / "stack", config) as processes:
-        s = Stack(processes, tmp_path)
-        try:
-            yield s
-        finally:
-            if s.examples is not None and s.examples.poll() is None:
-                s.examples.terminate()
-                try:
-                    s.examples.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    s.examples.kill()
+        yield Stack(processes, tmp_path)
 
 
 def shot(driver: Any, name: str, scroll_to: str | None = None) -> None:
@@ -177,7 +143,6 @@ def test_a_reviewer_signs_in_uploads_and_reads_the_verdicts(
 
     driver = chromium
     driver.set_window_size(1100, 900)
-    stack.make_examples()
     base = stack.base
     expected = {"review"} if not stack.has_predictors else {"accept", "review", "reject"}
 

@@ -111,3 +111,15 @@ def test_the_same_base_on_another_module_set_gets_review_that_says_why(
     assert (
         "trained on adapters of 12 modules; this adapter has 10, of which 10" in reason["message"]
     )
+
+
+def test_the_shipped_predictors_show_their_validation_figures() -> None:
+    """``GET /v1/predictors`` and the pages show what each predictor measured on its zoo's
+    validation split (a hub decides how far to trust a verdict from these)."""
+    from workers.worker_runtime import load_registry, predictor_info
+
+    registry, device = load_registry(SHIPPED_PREDICTORS, "cpu")
+    infos = {p.config.predictor_id: predictor_info(p, device) for p in registry.all()}
+    assert infos and all(info.metrics for info in infos.values())
+    harmful = [i for i in infos.values() if i.task == "harmful"]
+    assert harmful and all(0.5 < i.metrics["auroc"] <= 1.0 for i in harmful)
