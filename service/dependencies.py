@@ -56,3 +56,8 @@ def require_api_key(
 
 
 ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]
+
+
+def base_url(request: Request, state: ServiceState) -> str:
+    """The service's public base URL (``LORAVET_API_PUBLIC_URL``, else what the request reached)."""
+    return (state.settings.public_url or str(request.base_url)).rstrip("/")

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -27,7 +27,9 @@ PROBLEM_TYPE_BASE = "urn:loravet:problem:"
 
 
 class Problem(Exception):
-    """An error the API answers with; raise it from routes and dependencies."""
+    """An error the service answers with; raise it from routes, pages, dependencies and the service
+    layer. The one vocabulary of errors: problem+json for the API and the pages' scripts, an error
+    page (with ``link``, a way on) for a page (see :func:`install_error_handlers`)."""
 
     def __init__(
         self,
@@ -37,6 +39,7 @@ class Problem(Exception):
         *,
         kind: str | None = None,
         headers: dict[str, str] | None = None,
+        link: dict[str, str] | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -44,6 +47,7 @@ class Problem(Exception):
         self.detail = detail
         self.kind = kind or title.lower().replace(" ", "_")
         self.headers = headers or {}
+        self.link = link
 
 
 def problem_response(
@@ -92,8 +96,15 @@ def lora_problem(exc: LoraFileError) -> Problem:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """problem+json for every error; a :class:`Problem` raised while answering a page (the page
+    routers mark ``request.state.html_errors``) goes to the page renderer ``mount_web`` sets as
+    ``app.state.render_problem``."""
+
     @app.exception_handler(Problem)
-    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+    async def _problem(request: Request, exc: Problem) -> Response:
+        render = getattr(request.app.state, "render_problem", None)
+        if render is not None and getattr(request.state, "html_errors", False):
+            return render(request, exc)  # type: ignore[no-any-return]
         return problem_response(exc.status, exc.title, exc.detail, exc.kind, exc.headers)
 
     @app.exception_handler(LoraFileError)

@@ -20,7 +20,7 @@ from core.contracts import loravet_version
 from service.dependencies import ServiceState
 from service.error_handlers import install_error_handlers
 from service.metrics import ServiceMetrics
-from service.routes import adapters, health, jobs, webhooks
+from service.routes import adapters, health, jobs, predictors, reports, webhooks
 from service.settings import ApiSettings
 from service.web import mount_web
 
@@ -49,8 +49,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(adapters.router)
     app.include_router(jobs.router)
+    app.include_router(reports.router)
     app.include_router(webhooks.router)
     app.include_router(health.router)
+    app.include_router(predictors.router)
     mount_web(app)  # the pages for people under /ui (docs/pages.md)
     return app
 

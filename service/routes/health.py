@@ -1,27 +1,16 @@
-"""``/healthz``, ``/readyz``, ``/metrics`` (no API key: for orchestrators and scrapers) and ``/v1/predictors``."""
+"""``/healthz``, ``/readyz``, ``/metrics``: no API key, for orchestrators and scrapers."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis import Redis
 from redis.exceptions import RedisError
-from rq.worker_registration import REDIS_WORKER_KEYS
 
-from core import redis_model
-from service.dependencies import ApiKeyDep, StateDep
-from service.schemas import PredictorsResponse, Readiness
+from service.dependencies import StateDep
+from service.operations.predictors import live_worker_count
+from service.schemas import Readiness
 
 router = APIRouter(tags=["operations"])
-
-
-def live_worker_count(redis: Redis) -> int:
-    """Workers whose registration has not expired (a dead worker's key expires with its heartbeat)."""
-    count = 0
-    for key in redis.smembers(REDIS_WORKER_KEYS):  # type: ignore[union-attr]
-        if redis.exists(key) and not redis.hexists(key, "death"):
-            count += 1
-    return count
 
 
 @router.get("/healthz")
@@ -56,12 +45,3 @@ def read_readiness(state: StateDep, response: Response) -> Readiness:
 def read_metrics(state: StateDep) -> Response:
     """Prometheus metrics."""
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-@router.get("/v1/predictors", response_model=PredictorsResponse, tags=["predictors"])
-def read_predictors(key: ApiKeyDep, state: StateDep) -> PredictorsResponse:
-    """List the predictors the live workers loaded (base-model spec, task, validation metrics)."""
-    workers, found = redis_model.live_predictors(state.redis)
-    return PredictorsResponse(
-        workers=workers, predictors=sorted(found, key=lambda p: (p.predictor_id, p.version))
-    )

@@ -6,14 +6,14 @@ from fastapi import APIRouter, Query, Response
 
 from core.contracts import DeliveryLogEntry, WebhookSubscription
 from service.dependencies import ApiKeyDep, StateDep
-from service.schemas import ProblemBody, WebhookCreate, WebhookCreated
-from service.webhook_subscriptions import (
+from service.operations.webhooks import (
     create_subscription,
     delete_subscription,
     delivery_log,
     get_subscription,
     list_subscriptions,
 )
+from service.schemas import ProblemBody, WebhookCreate, WebhookCreated
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 

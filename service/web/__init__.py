@@ -15,17 +15,16 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from core.contracts import loravet_version
-from service.web.pages import (
+from service.web.frame import (
     HOME,
     WEB_PREFIX,
-    PageError,
     SignInRequired,
     WebState,
     make_templates,
-    render_error,
-    router,
+    render_problem,
     sign_in_redirect,
 )
+from service.web.pages import router
 from service.web.sessions import SessionCodec
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -55,12 +54,8 @@ def mount_web(app: FastAPI) -> None:
         assert isinstance(exc, SignInRequired)
         return sign_in_redirect(exc)
 
-    async def _page_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, PageError)
-        return render_error(request, exc)
-
     app.add_exception_handler(SignInRequired, _sign_in)
-    app.add_exception_handler(PageError, _page_error)
+    app.state.render_problem = render_problem  # Problems raised by pages (service.error_handlers)
     app.mount(f"{WEB_PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="web-static")
     app.include_router(router)
 

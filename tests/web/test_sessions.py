@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from service.web.pages import safe_next
+from service.web.frame import safe_next
 from service.web.sessions import SessionCodec, WebSession, csrf_matches
 
 SECRET = b"0123456789abcdef0123456789abcdef"

@@ -18,7 +18,8 @@ from core.contracts import (
     Versions,
 )
 from service.web import TEMPLATES_DIR
-from service.web.pages import base_context, make_templates, report_context
+from service.web.frame import base_context, make_templates
+from service.web.pages.reports import report_context
 from service.web.plots import ModuleSpectrum
 from service.web.sessions import WebSession
 from service.web.views import metric_phrases, prediction_reading

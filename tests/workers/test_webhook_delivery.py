@@ -34,7 +34,7 @@ from core.webhook_security import (
 from harness.inprocess import api_settings, worker_settings
 from harness.webhook_receiver import WebhookReceiver
 from service.auth import ApiKey
-from service.webhook_subscriptions import create_subscription
+from service.operations.webhooks import create_subscription
 from workers import webhook_delivery
 from workers.webhook_delivery import PinnedAddressTransport, deliver, parse_retry_after, retry_delay
 

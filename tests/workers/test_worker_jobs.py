@@ -26,8 +26,8 @@ from core.contracts import (
 from harness.inprocess import api_settings, run_worker_burst, wait_for, worker_settings
 from harness.lora_files import peft_adapter
 from service.auth import ApiKey
-from service.job_queue import job_view, submit_vetting
-from service.webhook_subscriptions import create_subscription
+from service.operations.jobs import job_view, submit_vetting
+from service.operations.webhooks import create_subscription
 from workers.resident_worker import DurableQueue, VettingWorker
 from workers.worker_runtime import WorkerRuntime
 
