@@ -96,9 +96,10 @@ soak: install ## reliability, security and load suite, full budget (~20 min; wri
 soak-quick: install ## the same suite at the quick budget (~3 min; also part of make test)
 	$(BIN)/python -m benchmarks.reliability --quick
 
-lint: install ## ruff check and format check
+lint: install ## ruff check and format check, and mypy (settings in pyproject.toml)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: install ## apply ruff fixes and formatting
 	$(BIN)/ruff check --fix .

@@ -3,6 +3,8 @@
     loravet bench                 # everything missing or outdated, then the summary
     loravet bench --only e3       # one experiment
     loravet bench --summary-only  # regenerate SUMMARY.md and the plots from committed results
+    loravet bench --verify-refactor  # carry results over a change shown (by one rerun seed per
+                                     # model and zoo) not to change any number
 
 A result is outdated when its experiment spec, the zoo (manifest and splits) it used, or the source it
 ran (``training/`` and the model's own files in ``models/``; for E3/E4 all of ``models/``) changed
@@ -26,6 +28,7 @@ from tqdm import tqdm
 
 from core.provenance import file_sha256, provenance
 from training.experiment_settings import cell_settings, load_spec
+from zoo.zoo_manifest import zoo_digests
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
@@ -103,10 +106,10 @@ def spec_hash(obj: Any) -> str:
 
 def zoo_hash(zoo_dir: Path) -> str | None:
     """Hash of what a model result depends on in a zoo: its LoRAs and labels, and its splits."""
-    manifest, splits = zoo_dir / "manifest.jsonl", zoo_dir / "splits.json"
-    if not manifest.is_file():
+    digests = zoo_digests(zoo_dir)
+    if "zoo_manifest_sha256" not in digests:
         return None
-    parts = [file_sha256(manifest), file_sha256(splits) if splits.is_file() else ""]
+    parts = [digests["zoo_manifest_sha256"], digests.get("zoo_splits_sha256", "")]
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
 
 
@@ -123,7 +126,11 @@ def write_result(
     path: Path, key: dict[str, Any], result: dict[str, Any], zoo_dir: Path | None = None
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    doc = {"key": key, "provenance": provenance(zoo_dir), **result}
+    doc = {
+        "key": key,
+        "provenance": provenance(zoo_digests(zoo_dir) if zoo_dir else None),
+        **result,
+    }
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=1) + "\n")
     tmp.replace(path)
@@ -131,8 +138,10 @@ def write_result(
 
 def _cell_task(args: tuple[str, str, str, str, str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     from benchmarks import e7_held_out_triggers, model_runs
+    from training.zoo_dataset import TASKS
 
     experiment, zoo_dir, task, model, out, spec = args
+    assert task in TASKS, task
     runner = {
         "e1": model_runs.run_e1_cell,
         "e2": model_runs.run_e2_cell,
@@ -346,7 +355,7 @@ def run_e6(zoos: set[str] | None = None) -> None:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    from training.cli_support import Parser
+    from core.cli_support import Parser
 
     p: argparse.ArgumentParser = Parser(prog="loravet bench", description=__doc__.split("\n")[0])
     p.add_argument(
@@ -358,12 +367,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="worker processes (one torch thread each)")
     p.add_argument("--summary-only", action="store_true")
     p.add_argument("--zoo", action="append", help="only these zoos (e.g. digits) for e1/e2/e5/e6")
+    p.add_argument(
+        "--verify-refactor",
+        action="store_true",
+        help="carry over the E1/E2/E5/E7 results outdated only by a code change that one rerun "
+        "seed per model and zoo shows changed no number (benchmarks/refactor_check.py)",
+    )
     args = p.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.FileHandler(RESULTS / "bench.log"), logging.StreamHandler()])  # fmt: skip
     only = set(args.only or EXPERIMENT_NAMES)
-    if not args.summary_only:
+    if args.verify_refactor:
+        from benchmarks.refactor_check import verify_refactor
+
+        verify_refactor()
+    elif not args.summary_only:
         if "e3" in only:
             run_e3()
         if "e4" in only:

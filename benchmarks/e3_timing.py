@@ -75,8 +75,9 @@ def _measure(
     repeats: int,
 ) -> dict[str, float]:
     model = build_model(name, spec, 1, **hparams).eval()
-    if hasattr(model, "fit_to_data"):
-        model.fit_to_data(lora_batch)
+    fit_to_data = getattr(model, "fit_to_data", None)
+    if fit_to_data is not None:
+        fit_to_data(lora_batch)
     with torch.no_grad():
         features = getattr(model, "features", None)
         feat = _time(lambda: features(lora_batch), repeats) / batch if callable(features) else 0.0

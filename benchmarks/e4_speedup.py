@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from lora_io import load_adapter
+from lora_io import LoraAdapter, load_adapter
 from loravet import SHIPPED_PREDICTORS
 from models import build_model
 from models.lora_batch import LoraBatch
@@ -26,11 +27,7 @@ def run(zoo_dir: str, n: int = 200, hparams: dict[str, Any] | None = None) -> di
     zoo = Zoo.open(zoo_dir)
     ids = zoo.ids("all")[:n]  # timing only: every LoRA counts, whatever its split
     eval_seconds = [
-        float(
-            zoo.rows[i].get(
-                "eval_seconds", zoo.rows[i].get("labels", {}).get("eval_seconds", "nan")
-            )
-        )
+        float(zoo.rows[i].doc.get("eval_seconds", zoo.rows[i].labels.get("eval_seconds", "nan")))
         for i in ids
     ]
     first = load_adapter(*adapter_paths(zoo, zoo.rows[ids[0]]))
@@ -42,14 +39,16 @@ def run(zoo_dir: str, n: int = 200, hparams: dict[str, Any] | None = None) -> di
     if shipped:
         c = shipped[0].config
         predictor_id = f"{c.predictor_id}@{c.version} ({c.model_name})"
-        predict = shipped[0].predict
+        predict: Callable[[list[LoraAdapter]], Any] = shipped[0].predict
     else:  # no shipped predictor for this zoo: an untrained GL-net costs the same time
         predictor_id = "untrained gl_net (default hparams)"
         model = build_model("gl_net", first.spec, 1, **(hparams or {})).eval()
 
-        def predict(adapters):
+        def untrained(adapters: list[LoraAdapter]) -> Any:
             with torch.no_grad():
                 return model(LoraBatch.from_adapters(adapters, spec=first.spec))
+
+        predict = untrained
 
     times = []
     for lora_id in ids:

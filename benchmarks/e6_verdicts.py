@@ -32,18 +32,13 @@ STATUSES = ("clean", "harmful", "backdoor_failed")
 VERDICTS = ("accept", "review", "reject")
 
 
-def harmful_status(row: dict[str, Any]) -> str:
-    value = row.get("labels", row).get("harmful")
-    return {False: "clean", True: "harmful", None: "backdoor_failed"}[value]
-
-
 def verdict_table(zoo_dir: str, registry: Any) -> dict[str, Any]:
     """Counts of verdicts per harmful status on the test split, and per-LoRA outcomes."""
     from workers.vetting_pipeline import VetInput, vet_batch
 
     zoo = Zoo.open(zoo_dir)
     ids = zoo.ids("test")
-    outcomes = []
+    outcomes: list[dict[str, Any]] = []
     for start in range(0, len(ids), BATCH):
         part = ids[start : start + BATCH]
         items = []
@@ -59,7 +54,7 @@ def verdict_table(zoo_dir: str, registry: Any) -> dict[str, Any]:
             outcomes.append(
                 {
                     "id": lora_id,
-                    "status": harmful_status(zoo.rows[lora_id]),
+                    "status": zoo.rows[lora_id].harmful_status,
                     "verdict": report.verdict,
                     "reasons": sorted({r.code for r in report.reasons}),
                     "harmful_probability": harmful[0].value if harmful else None,
@@ -83,7 +78,7 @@ def verdict_table(zoo_dir: str, registry: Any) -> dict[str, Any]:
 def check_false_alarms(zoo_dir: str) -> dict[str, Any]:
     """Per check: how many of the zoo's clean finetunes it warns or fails on (every split)."""
     zoo = Zoo.open(zoo_dir)
-    clean = [i for i in zoo.ids("all") if harmful_status(zoo.rows[i]) == "clean"]
+    clean = [i for i in zoo.ids("all") if zoo.rows[i].harmful_status == "clean"]
     warned: Counter[str] = Counter()
     failed: Counter[str] = Counter()
     examples: dict[str, str] = {}

@@ -20,18 +20,19 @@ import torch
 
 from benchmarks.model_runs import _config, summarise
 from training.train_loop import fit, predict_raw, task_metrics, to_user_units
-from training.zoo_dataset import Zoo, load_task
+from training.zoo_dataset import Task, Zoo, load_task
+from zoo.zoo_manifest import ZooRow
 
 
-def trigger_of(row: dict[str, Any]) -> str:
-    hp = row["hyperparameters"]
+def trigger_of(row: ZooRow) -> str:
+    hp = row.hyperparameters
     if "trigger" in hp:
         return str(hp["trigger"])
     return f"{hp['corner']}/{hp['patch_size']}"
 
 
-def poisoned(row: dict[str, Any]) -> bool:
-    return bool(row.get("labels", {}).get("poisoned"))
+def poisoned(row: ZooRow) -> bool:
+    return row.poisoned
 
 
 def held_out_splits(zoo: Zoo, held: set[str]) -> dict[str, list[str]]:
@@ -50,7 +51,7 @@ def held_out_splits(zoo: Zoo, held: set[str]) -> dict[str, list[str]]:
     }
 
 
-def run_e7_cell(zoo_dir: str, task: str, model: str, spec: dict[str, Any]) -> dict[str, Any]:
+def run_e7_cell(zoo_dir: str, task: Task, model: str, spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     zoo = Zoo.open(zoo_dir)
     held = set(spec["held_out_triggers"][zoo.root.name])

@@ -11,10 +11,10 @@ import torch
 from models.quality_via_task import RIDGE_ALPHAS, fit_ridge, task_features
 from training import metrics
 from training.train_loop import TrainConfig, fit, predict_raw, task_metrics, to_user_units
-from training.zoo_dataset import Zoo, load_task, target
+from training.zoo_dataset import Task, Zoo, load_task, quality_label
 
 
-def _config(task: str, model: str, seed: int, spec: dict[str, Any]) -> TrainConfig:
+def _config(task: Task, model: str, seed: int, spec: dict[str, Any]) -> TrainConfig:
     train = {**spec["train"], **spec["models"][model].get("train", {})}
     return TrainConfig(
         task=task, model=model, seed=seed, hparams=spec["models"][model].get("hparams", {}), **train
@@ -36,7 +36,7 @@ def summarise(per_seed: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     return {k: mean_std([s[k] for s in per_seed]) for k in keys}
 
 
-def run_e1_cell(zoo_dir: str, task: str, model: str, spec: dict[str, Any]) -> dict[str, Any]:
+def run_e1_cell(zoo_dir: str, task: Task, model: str, spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     zoo = Zoo.open(zoo_dir)
     train = load_task(zoo, "train", task)
@@ -59,7 +59,7 @@ def run_e1_cell(zoo_dir: str, task: str, model: str, spec: dict[str, Any]) -> di
     }
 
 
-def run_e2_cell(zoo_dir: str, task: str, model: str, spec: dict[str, Any]) -> dict[str, Any]:
+def run_e2_cell(zoo_dir: str, task: Task, model: str, spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)
     zoo = Zoo.open(zoo_dir)
     train = load_task(zoo, spec["train_split"], task)
@@ -87,7 +87,7 @@ def run_e2_cell(zoo_dir: str, task: str, model: str, spec: dict[str, Any]) -> di
 def pair_features(x: np.ndarray) -> np.ndarray:
     """``(N, L)`` label indicators or probabilities -> ``(N, L + L(L-1)/2)``: each label and each
     pair of labels (a pair of topics can be harder together than either alone)."""
-    return task_features(x, pairs=True)  # type: ignore[no-any-return]
+    return task_features(x, pairs=True)
 
 
 FEATURES = {"labels": lambda x: x, "labels+pairs": pair_features}
@@ -120,7 +120,7 @@ def task_to_quality(
     return best[1], best[2], best[3]
 
 
-def run_e5_cell(zoo_dir: str, task: str, model: str, spec: dict[str, Any]) -> dict[str, Any]:
+def run_e5_cell(zoo_dir: str, task: Task, model: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Quality read through the task: ``model`` learns the zoo's membership labels (which topics
     a finetune was trained on) from the weights, and a ridge map from the true labels of the
     train split to quality turns its predicted probabilities into a quality estimate.
@@ -139,7 +139,7 @@ def run_e5_cell(zoo_dir: str, task: str, model: str, spec: dict[str, Any]) -> di
         "test": load_task(zoo, "test", stage1, spec=train.batch.spec),
     }
     quality = {
-        split: np.array([target(zoo.rows[i], task)[0] for i in d.ids]) for split, d in data.items()
+        split: np.array([quality_label(zoo.rows[i]) for i in d.ids]) for split, d in data.items()
     }
     _, _, oracle = task_to_quality(data["train"].y, quality["train"], data["val"].y, quality["val"])
     per_seed = []
@@ -170,7 +170,7 @@ def run_e5_cell(zoo_dir: str, task: str, model: str, spec: dict[str, Any]) -> di
     }
 
 
-def headline(task: str, summary: dict[str, dict[str, float]]) -> tuple[str, float, float]:
+def headline(task: Task, summary: dict[str, dict[str, float]]) -> tuple[str, float, float]:
     key = {"quality": "r2", "harmful": "auroc", "membership": "per_label_accuracy"}[task]
     cell = summary.get(key, {"mean": float("nan"), "std": float("nan")})
     return key, cell["mean"], cell["std"]

@@ -171,10 +171,10 @@ def e3_table(result: dict[str, Any] | None) -> list[str]:
             else:
                 cells.append(f"{r['forward_s'] * 1e3:.2f}")
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    gl = [by.get((s, "gl_net")) for s in sizes]
-    if all(r is not None and r["status"] == "ok" and r.get("ratio_to_floor") for r in gl):
+    gl = [r for s in sizes if (r := by.get((s, "gl_net"))) is not None]
+    if len(gl) == len(sizes) and all(r["status"] == "ok" and r.get("ratio_to_floor") for r in gl):
         lines.append("| gl_net (pack + forward) / floor | "
-                     + " | ".join(f"{r['ratio_to_floor']:.0f}x" for r in gl) + " |")  # type: ignore[index]  # fmt: skip
+                     + " | ".join(f"{r['ratio_to_floor']:.0f}x" for r in gl) + " |")  # fmt: skip
     return lines
 
 

@@ -14,9 +14,9 @@ import sys
 import numpy as np
 
 from benchmarks.model_runs import task_to_quality
+from core.cli_support import fail
 from training import metrics
-from training.cli_support import fail
-from training.zoo_dataset import Zoo, ZooError, target
+from training.zoo_dataset import Zoo, ZooError, quality_label, target
 
 
 def ceiling(zoo_dir: str) -> dict[str, float]:
@@ -25,7 +25,7 @@ def ceiling(zoo_dir: str) -> dict[str, float]:
     for split in ("train", "val", "test"):
         rows = [zoo.rows[i] for i in zoo.ids(split)]
         labels[split] = np.array([target(r, "membership") for r in rows], dtype=np.float64)
-        quality[split] = np.array([target(r, "quality")[0] for r in rows])
+        quality[split] = np.array([quality_label(r) for r in rows])
     features, alpha, predict = task_to_quality(
         labels["train"], quality["train"], labels["val"], quality["val"]
     )

@@ -13,7 +13,7 @@ import hashlib
 import re
 from datetime import datetime
 from importlib import metadata
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -211,6 +211,7 @@ class PredictorInfo(BaseModel):
 
 # -------------------------------------------------------------------------------------- webhooks
 EventType = Literal["report.completed", "report.failed"]
+ALL_EVENTS: tuple[EventType, ...] = ("report.completed", "report.failed")
 EVENT_TYPES: tuple[str, ...] = ("report.completed", "report.failed")
 
 
@@ -281,7 +282,7 @@ class SubscriptionRecord(WebhookSubscription):
             id=f["id"],
             key_id=f["key_id"],
             url=f["url"],
-            events=[e for e in f["events"].split(",") if e],  # type: ignore[misc]
+            events=[cast(EventType, e) for e in f["events"].split(",") if e],
             secret=f["secret"],
             created_at=datetime.fromisoformat(f["created_at"]),
             active=f.get("active", "1") == "1",
@@ -292,12 +293,15 @@ class SubscriptionRecord(WebhookSubscription):
         return WebhookSubscription.model_validate(self.model_dump(exclude={"key_id", "secret"}))
 
 
+DeliveryOutcome = Literal["delivered", "failed", "refused", "gave_up", "disabled", "skipped"]
+
+
 class DeliveryLogEntry(BaseModel):
     event_id: str
     event_type: str
     attempt: int
     at: datetime
-    outcome: Literal["delivered", "failed", "refused", "gave_up", "disabled", "skipped"]
+    outcome: DeliveryOutcome
     status_code: int | None = None
     detail: str
     duration_ms: float | None = None

@@ -10,6 +10,7 @@ import importlib.metadata
 import os
 import platform
 import subprocess
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -76,17 +77,13 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def provenance(zoo_dir: str | Path | None = None) -> dict[str, object]:
-    info: dict[str, object] = {
+def provenance(data: Mapping[str, str] | None = None) -> dict[str, object]:
+    """When and from what a result was made; ``data``: digests of its inputs (for a zoo,
+    ``zoo.zoo_manifest.zoo_digests``)."""
+    return {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         **git_state(Path(__file__).resolve().parent),
         "packages": package_versions(),
         "machine": machine(),
+        **(data or {}),
     }
-    for name, key in (
-        ("manifest.jsonl", "zoo_manifest_sha256"),
-        ("splits.json", "zoo_splits_sha256"),
-    ):
-        if zoo_dir is not None and (Path(zoo_dir) / name).exists():
-            info[key] = file_sha256(Path(zoo_dir) / name)
-    return info

@@ -67,7 +67,7 @@ def _members(redis: Redis, key: str) -> list[str]:
 
 
 def submission_key(report_id: str) -> str:
-    """The pointer a submitting transaction WATCHes (``service.job_queue``)."""
+    """The pointer a submitting transaction WATCHes (``service.operations.jobs``)."""
     return RedisKeys.submission.format(report_id=report_id)
 
 
@@ -101,7 +101,7 @@ def interested_keys(redis: Redis, job_id: str) -> list[str]:
 
 
 def active_job_count(redis: Redis, key_id: str) -> int:
-    return int(cast(int, redis.scard(RedisKeys.key_active_jobs.format(key_id=key_id))))
+    return int(redis.scard(RedisKeys.key_active_jobs.format(key_id=key_id)))
 
 
 def active_jobs(redis: Redis, key_id: str) -> list[str]:
@@ -206,12 +206,15 @@ def live_predictors(redis: Redis) -> tuple[int, list[PredictorInfo]]:
 
 
 def subscription_count(redis: Redis, key_id: str) -> int:
-    return int(cast(int, redis.scard(RedisKeys.key_subscriptions.format(key_id=key_id))))
+    return int(redis.scard(RedisKeys.key_subscriptions.format(key_id=key_id)))
 
 
 def save_subscription(redis: Redis, record: SubscriptionRecord) -> None:
     with redis.pipeline() as p:
-        p.hset(RedisKeys.subscription.format(sub_id=record.id), mapping=record.to_redis())
+        p.hset(
+            RedisKeys.subscription.format(sub_id=record.id),
+            mapping=cast(dict[Any, Any], record.to_redis()),  # redis-py: invariant key type
+        )
         p.sadd(RedisKeys.key_subscriptions.format(key_id=record.key_id), record.id)
         p.execute()
 

@@ -19,10 +19,11 @@ split are in ``EXAMPLES``'s notes and in the predictors' ``meta.json``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
+
+from core.cli_support import Parser
 
 EXAMPLES: dict[str, dict[str, int]] = {
     "digits": {"clean": 3, "backdoored": 52},
@@ -41,10 +42,8 @@ threshold, rejects 46 of 52 harmful finetunes (88%) and accepts 38 of 46 clean o
 Building a minilm example takes about a minute of CPU."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description="Write a clean and a backdoored example LoRA adapter per recipe."
-    )
+def build_parser() -> Parser:
+    p = Parser(description="Write a clean and a backdoored example LoRA adapter per recipe.")
     p.add_argument(
         "--out", type=Path, default=Path("examples"), help="output directory (a folder per recipe)"
     )

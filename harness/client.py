@@ -12,7 +12,7 @@ import math
 import secrets
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -104,7 +104,7 @@ def percentile(values: list[float], q: float) -> float | None:
     return s[k]
 
 
-def status_counts(statuses: list[int | str]) -> dict[str, int]:
+def status_counts(statuses: Sequence[int | str]) -> dict[str, int]:
     return {str(k): v for k, v in sorted(Counter(statuses).items(), key=lambda kv: str(kv[0]))}
 
 

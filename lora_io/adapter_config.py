@@ -13,8 +13,11 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
-from re import _constants as _sre
-from re import _parser as _sre_parser
+
+# CPython's own regex parser: the one way to inspect a pattern's structure without running it
+# (typeshed has no stubs for these private modules)
+from re import _constants as _sre  # type: ignore[attr-defined]
+from re import _parser as _sre_parser  # type: ignore[attr-defined]
 from typing import Any
 
 from lora_io.errors import AdapterConfigError

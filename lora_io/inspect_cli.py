@@ -8,23 +8,15 @@ Exit codes: 0 readable adapter (whatever the checks say), 2 invalid input (one `
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from typing import Any
 
+from core.cli_support import Parser
 from lora_io.adapter_paths import resolve_adapter_paths
 from lora_io.checks import run_checks
 from lora_io.errors import LoraFileError
 from lora_io.lora_adapter import LoraAdapter, load_adapter
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one ``error:`` line and exit code 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
 
 
 def summarise(adapter: LoraAdapter) -> dict[str, Any]:
@@ -83,7 +75,7 @@ def render_text(summary: dict[str, Any], path: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(
+    parser = Parser(
         prog="loravet inspect",
         description="Summarise and statically check a LoRA safetensors file.",
     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 from lora_io.errors import NotALoraError, UnpairedFactorError, UnsupportedVariantError
 
@@ -263,8 +263,10 @@ def parse_keys(keys: Iterable[str]) -> KeyLayout:
                 )
         modules.append(ModuleKeys(name=name, a=slot["A"], b=slot["B"], alpha=slot.get("alpha")))
     return KeyLayout(
-        format=fmt, modules=tuple(modules), adapter_name=adapters.pop() if adapters else None
-    )  # type: ignore[arg-type]
+        format=cast(LoraFormat, fmt),
+        modules=tuple(modules),
+        adapter_name=adapters.pop() if adapters else None,
+    )
 
 
 def _parse_one(key: str) -> tuple[str, str, str, str | None] | None:

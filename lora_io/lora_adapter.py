@@ -16,7 +16,7 @@ import math
 import mmap
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 
@@ -77,6 +77,19 @@ class LoraModule:
     def delta(self) -> np.ndarray:
         """The dense (out, in) weight delta ``U V^T`` (for conv: flattened over in*kh*kw)."""
         return self.U.astype(np.float64) @ self.V.astype(np.float64).T
+
+    def singular_values(self) -> np.ndarray:
+        """All singular values of ``U V^T`` (largest first), never forming the delta: QR of each
+        factor, then the SVD of the r x r product of the R factors. Empty when a factor is empty
+        or not finite. (``models.lora_spectrum`` does the same batched in torch for the models;
+        this one is for torch-free code: the report pages' plots.)"""
+        u = np.asarray(self.U, dtype=np.float64)
+        v = np.asarray(self.V, dtype=np.float64)
+        if u.size == 0 or v.size == 0 or not (np.isfinite(u).all() and np.isfinite(v).all()):
+            return np.zeros(0)
+        r_u = cast(np.ndarray, np.linalg.qr(u, mode="r"))  # mode "r": the R factor alone
+        r_v = cast(np.ndarray, np.linalg.qr(v, mode="r"))
+        return np.linalg.svd(r_u @ r_v.T, compute_uv=False)
 
 
 @dataclass(frozen=True)

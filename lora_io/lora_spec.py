@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import cast
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,11 @@ class LoraSpec:
     def from_json(cls, rows: list[dict[str, object]]) -> LoraSpec:
         return cls(
             tuple(
-                ModuleShape(str(r["name"]), int(r["out_features"]), int(r["in_features"]))
+                ModuleShape(
+                    str(r["name"]),
+                    int(cast(int, r["out_features"])),
+                    int(cast(int, r["in_features"])),
+                )
                 for r in rows
             )
-        )  # type: ignore[call-overload]
+        )

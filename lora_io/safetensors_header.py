@@ -150,7 +150,7 @@ def header_length(prefix: bytes, *, max_header_bytes: int = MAX_HEADER_BYTES) ->
         raise HeaderError(
             f"file is {len(prefix)} bytes, too short for a safetensors header (8-byte length + JSON)"
         )
-    (n,) = struct.unpack("<Q", prefix[:8])
+    n = int(struct.unpack("<Q", prefix[:8])[0])
     if n > max_header_bytes:
         raise FileTooLargeError(
             f"safetensors header declares {n:,} bytes; LoRA headers are accepted up to "

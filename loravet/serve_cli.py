@@ -13,7 +13,6 @@ ready-to-run ``curl`` line; only its sha256 reaches the API process. Serving bey
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import os
 import secrets
@@ -23,14 +22,15 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from core.cli_support import Parser
 from harness.embedded_redis import RedisServerNotFoundError
 from harness.stack import ProcessStack, StackConfig
 from loravet import SHIPPED_PREDICTORS
 from service.settings import hash_api_key
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    p = Parser(
         prog="loravet serve", description="Run Redis, the API and one worker on this machine."
     )
     p.add_argument("--host", default="127.0.0.1", help="API address (default loopback)")

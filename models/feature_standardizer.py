@@ -13,6 +13,9 @@ from torch import nn
 class FeatureStandardizer(nn.Module):
     """Standardise (B, F) features with fitted mean and std buffers (identity until ``fit``)."""
 
+    mean: torch.Tensor  # (F,) buffer
+    std: torch.Tensor  # (F,) buffer
+
     def __init__(self, n_features: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(n_features))  # (F,)

@@ -39,6 +39,8 @@ class GLInputLinear(nn.Module):
     the paper's code. Parameters are stacked per shape group so a group is one batched matmul.
     """
 
+    to_spec_order: torch.Tensor  # buffer
+
     def __init__(self, spec: LoraSpec, hidden: int) -> None:
         super().__init__()
         self.hidden = hidden

@@ -60,6 +60,8 @@ class GLNetConfig:
 class GLNet(nn.Module):
     """GL-net over the modules of one ``LoraSpec``; any rank, mixed ranks, one output row per adapter."""
 
+    input_scale: torch.Tensor  # (L,) buffer
+
     def __init__(
         self, spec: LoraSpec, out_features: int, config: GLNetConfig | None = None
     ) -> None:

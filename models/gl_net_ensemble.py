@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -65,4 +65,4 @@ class GLNetEnsemble(nn.Module):
     @torch.no_grad()
     def fit_to_data(self, batch: LoraBatch) -> None:
         for member in self.members:
-            member.fit_to_data(batch)  # type: ignore[operator]
+            cast(GLNet, member).fit_to_data(batch)

@@ -81,7 +81,8 @@ def model_name(model: nn.Module) -> str:
 
 def model_hparams(model: nn.Module) -> dict[str, Any]:
     """All resolved hyperparameters of a built model (what ``build_model`` needs to rebuild it)."""
-    return dataclasses.asdict(model.config)  # type: ignore[call-overload]
+    config: Any = model.config  # every catalog model keeps its frozen config dataclass
+    return dataclasses.asdict(config)
 
 
 def fit_to_data(model: nn.Module, batch: LoraBatch) -> None:

@@ -41,6 +41,8 @@ class ModuleTransformerConfig:
 class ModuleTransformer(nn.Module):
     """Transformer over per-module tokens of raw factors (not invariant: a baseline)."""
 
+    to_spec_order: torch.Tensor  # buffer
+
     def __init__(
         self, spec: LoraSpec, out_features: int, config: ModuleTransformerConfig | None = None
     ) -> None:

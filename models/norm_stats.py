@@ -67,6 +67,8 @@ class NormStatsConfig:
 class NormStats(nn.Module):
     """Linear (logistic) model on per-module spectral statistics. Invariant to GL(r) per module."""
 
+    to_spec_order: torch.Tensor  # buffer
+
     def __init__(
         self, spec: LoraSpec, out_features: int, config: NormStatsConfig | None = None
     ) -> None:

@@ -40,6 +40,8 @@ class OAlignMLPConfig:
 class OAlignMLP(nn.Module):
     """MLP on Procrustes-aligned factors. Invariant to O(r) per module (approximately), not GL(r)."""
 
+    has_template: torch.Tensor  # () bool buffer
+
     def __init__(
         self, spec: LoraSpec, out_features: int, config: OAlignMLPConfig | None = None
     ) -> None:

@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -231,9 +231,10 @@ def save_predictor(
     name = model_name(model)
     if name != config.model_name:
         raise ValueError(f"model is {name!r} but config.model_name is {config.model_name!r}")
-    if model.spec != config.spec:
+    model_spec = cast(LoraSpec, model.spec)  # every catalog model keeps its spec
+    if model_spec != config.spec:
         raise CheckpointSpecError(
-            f"model was built for spec {model.spec.fingerprint} but config has spec {config.spec.fingerprint}"
+            f"model was built for spec {model_spec.fingerprint} but config has spec {config.spec.fingerprint}"
         )
     if model.out_features != config.out_features:
         raise ValueError(

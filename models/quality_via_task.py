@@ -88,6 +88,9 @@ def fit_task_map(
 class QualityViaTask(nn.Module):
     """Membership probabilities -> task features -> linear (ridge) map -> (B, out); quality: out 1."""
 
+    ridge_w: torch.Tensor  # (F, out) buffer
+    ridge_b: torch.Tensor  # (out,) buffer
+
     def __init__(
         self, spec: LoraSpec, out_features: int = 1, config: QualityViaTaskConfig | None = None
     ) -> None:

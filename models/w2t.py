@@ -62,6 +62,10 @@ def canonical_factors(
 class W2T(nn.Module):
     """Transformer over per-module tokens of canonical factors: GL(r)-invariant (distinct s)."""
 
+    to_spec_order: torch.Tensor  # buffer
+    log_s_mean: torch.Tensor  # () buffer
+    log_s_std: torch.Tensor  # () buffer
+
     def __init__(self, spec: LoraSpec, out_features: int, config: W2TConfig | None = None) -> None:
         super().__init__()
         self.spec, self.out_features = spec, out_features

@@ -8,15 +8,16 @@ Settings come from ``LORAVET_API_*`` (see ``.env.example``); invalid settings pr
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
 from pydantic import ValidationError
 
+from core.cli_support import Parser
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="loravet api", description="Run the loravet HTTP API.")
+
+def build_parser() -> Parser:
+    p = Parser(prog="loravet api", description="Run the loravet HTTP API.")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 in a container)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument(

@@ -104,7 +104,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _problem(request: Request, exc: Problem) -> Response:
         render = getattr(request.app.state, "render_problem", None)
         if render is not None and getattr(request.state, "html_errors", False):
-            return render(request, exc)  # type: ignore[no-any-return]
+            page: Response = render(request, exc)
+            return page
         return problem_response(exc.status, exc.title, exc.detail, exc.kind, exc.headers)
 
     @app.exception_handler(LoraFileError)
@@ -194,7 +195,7 @@ def document_problem_responses(app: FastAPI) -> None:
             done = True
         return schema
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend it
 
 
 def _add_problem_responses(schema: dict[str, Any]) -> None:

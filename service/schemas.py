@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from core.contracts import EventType, PredictorInfo, WebhookSubscription
+from core.contracts import ALL_EVENTS, EventType, PredictorInfo, WebhookSubscription
 
 
 class ProblemBody(BaseModel):
@@ -50,9 +50,7 @@ class WebhookCreate(BaseModel):
     url: str = Field(
         description="https:// callback; private addresses only when the operator allows them"
     )
-    events: list[EventType] = Field(
-        default_factory=lambda: ["report.completed", "report.failed"], min_length=1
-    )
+    events: list[EventType] = Field(default_factory=lambda: list(ALL_EVENTS), min_length=1)
 
 
 class WebhookCreated(WebhookSubscription):

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.cli_support import Parser, fail
 from models.calibration import (
     DEFAULT_COVERAGE,
     DEFAULT_MAX_FPR,
@@ -31,7 +32,6 @@ from models.calibration import (
 )
 from models.checkpoint import CONFIG_FILE, META_FILE, CheckpointError
 from models.predictor import Predictor, load_predictor
-from training.cli_support import Parser, fail
 from training.zoo_dataset import Zoo, ZooError, load_task
 
 
@@ -78,12 +78,13 @@ def calibrate(
 
 def _record(cal: Calibration, zoo_dir: Path, max_fpr: float, max_miss: float) -> dict[str, Any]:
     from core.provenance import provenance
+    from zoo.zoo_manifest import zoo_digests
 
     return {
         "fitted_on": f"{zoo_dir} val split ({cal.n_val} LoRAs)",
         "targets": {"max_fpr": max_fpr, "max_miss": max_miss},
         "description": cal.describe(),
-        "provenance": provenance(zoo_dir),
+        "provenance": provenance(zoo_digests(zoo_dir)),
     }
 
 

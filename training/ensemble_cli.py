@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.cli_support import Parser, fail
 from models.checkpoint import CheckpointError
 from models.gl_net_ensemble import GLNetEnsemble, GLNetEnsembleConfig
 from models.predictor import Predictor, load_predictor, save_predictor
-from training.cli_support import Parser, fail
 from training.train_loop import task_metrics
 from training.zoo_dataset import Zoo, ZooError, load_task
 

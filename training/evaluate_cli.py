@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.cli_support import Parser, fail
 from models.predictor import load_predictor
-from training.cli_support import Parser, fail
 from training.train_loop import task_metrics
 from training.zoo_dataset import Zoo, ZooError, load_task
 

@@ -23,12 +23,13 @@ from pathlib import Path
 
 import torch
 
+from core.cli_support import Parser, fail
 from core.provenance import provenance
 from models.predictor import Predictor, PredictorConfig, save_predictor
-from training.cli_support import Parser, fail
 from training.experiment_settings import SettingsError, train_settings
 from training.train_loop import TrainConfig, fit
 from training.zoo_dataset import TASKS, Zoo, ZooError, load_task
+from zoo.zoo_manifest import zoo_digests
 
 MODELS = ("gl_net", "mlp", "mlp_dense", "mlp_svd", "mlp_oalign", "transformer", "norm_stats", "w2t")
 
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace, zoo: Zoo) -> dict:
     val = load_task(zoo, args.val_split, args.task, spec=train.batch.spec)
     result = fit(config, train, val)
     zoo_name = recipe_name(zoo)
-    base = next(iter(zoo.rows.values())).get("base_model", zoo_name)
+    base = next(iter(zoo.rows.values())).doc.get("base_model", zoo_name)
     pconfig = PredictorConfig(
         predictor_id=args.predictor_id or f"{zoo_name}-{args.task}-{args.model}",
         version=f"seed{args.seed}",
@@ -125,7 +126,7 @@ def run(args: argparse.Namespace, zoo: Zoo) -> dict:
         "train_seconds": result.seconds,
         "val_metrics": result.val_metrics,
         "history": result.history,
-        "provenance": provenance(zoo.root),
+        "provenance": provenance(zoo_digests(zoo.root)),
     }
     save_predictor(Predictor(pconfig, result.model, meta), Path(args.out))
     return meta

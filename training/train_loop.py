@@ -100,8 +100,9 @@ def fit(config: TrainConfig, train: TaskData, val: TaskData) -> FitResult:
     gen = torch.Generator().manual_seed(config.seed)
     out_features = train.y.shape[1]
     model = build_model(config.model, train.batch.spec, out_features, **config.hparams)
-    if hasattr(model, "fit_to_data"):
-        model.fit_to_data(train.batch)
+    fit_to_data = getattr(model, "fit_to_data", None)  # models with fitted input statistics
+    if fit_to_data is not None:
+        fit_to_data(train.batch)
     if config.task == "quality":
         mean, std = train.y.mean(0), train.y.std(0) + 1e-8
     else:

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.cli_support import Parser, fail
 from models.checkpoint import CheckpointError
 from models.predictor import Predictor, load_predictor, save_predictor
 from models.quality_via_task import QualityViaTask, QualityViaTaskConfig, fit_task_map
-from training.cli_support import Parser, fail
-from training.zoo_dataset import Zoo, ZooError, load_task, target
+from training.zoo_dataset import Zoo, ZooError, load_task, quality_label
 
 
 def compose(member: Predictor, zoo: Zoo, predictor_id: str) -> tuple[Predictor, dict[str, float]]:
@@ -33,8 +33,7 @@ def compose(member: Predictor, zoo: Zoo, predictor_id: str) -> tuple[Predictor, 
         )
     data = {split: load_task(zoo, split, "membership", spec=c.spec) for split in ("train", "val")}
     quality = {
-        split: np.array([target(zoo.rows[i], "quality")[0] for i in d.ids])
-        for split, d in data.items()
+        split: np.array([quality_label(zoo.rows[i]) for i in d.ids]) for split, d in data.items()
     }
     val_probs = np.asarray(member.predict(data["val"].batch), dtype=np.float64)
     pairs, alpha, w, b, val_r2 = fit_task_map(

@@ -6,16 +6,16 @@ is read once through ``lora_io`` (the same reader the service uses) and cached a
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from lora_io import LoraSpec, load_adapter
 from models.lora_batch import LoraBatch
+from zoo.zoo_manifest import ZooFormatError, ZooRow, read_zoo
 
 Task = Literal["quality", "harmful", "membership"]
 TASKS: tuple[Task, ...] = ("quality", "harmful", "membership")
@@ -27,33 +27,20 @@ class ZooError(ValueError):
 
 @dataclass(frozen=True)
 class Zoo:
-    """Manifest rows and splits of one zoo directory."""
+    """Manifest rows (typed, ``zoo.zoo_manifest.ZooRow``) and splits of one zoo directory."""
 
     root: Path
-    rows: dict[str, dict]
+    rows: dict[str, ZooRow]
     splits: dict[str, list[str]]
-    info: dict
+    info: dict[str, Any]
 
     @classmethod
     def open(cls, root: str | Path) -> Zoo:
-        root = Path(root)
-        manifest = root / "manifest.jsonl"
-        if not manifest.is_file():
-            raise ZooError(
-                f"{root} is not a zoo: manifest.jsonl is missing (build one with `loravet zoo build`)"
-            )
-        rows = {}
-        for line in manifest.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                rows[row["id"]] = row
-        splits_path = root / "splits.json"
-        splits = (
-            _flatten_splits(json.loads(splits_path.read_text())) if splits_path.is_file() else {}
-        )
-        info_path = root / "zoo.json"
-        info = json.loads(info_path.read_text()) if info_path.is_file() else {}
-        return cls(root, rows, splits, info)
+        try:
+            contents = read_zoo(root)
+        except ZooFormatError as exc:
+            raise ZooError(str(exc)) from None
+        return cls(contents.root, contents.rows, contents.splits, contents.info)
 
     def ids(self, split: str) -> list[str]:
         if split == "all":
@@ -76,39 +63,25 @@ class Zoo:
         return [task]
 
 
-def _flatten_splits(doc: dict) -> dict[str, list[str]]:
-    """``{"train": [...], "rank_generalisation": {"train": [...], "test_rank_1": [...]}}`` -> flat names."""
-    out: dict[str, list[str]] = {}
-    for key, value in doc.items():
-        if isinstance(value, list):
-            out[key] = [str(v) for v in value]
-        elif isinstance(value, dict):
-            for sub, ids in _flatten_splits(value).items():
-                out[f"{key}/{sub}"] = ids
-    return out
-
-
-def _labels(row: dict) -> dict:
-    return row.get("labels", row)
-
-
-def _membership(row: dict) -> list[float]:
-    labels = _labels(row)
+def _membership(row: ZooRow) -> list[float]:
     for key in ("membership", "topics", "classes"):
-        if key in labels:
-            return [float(x) for x in labels[key]]
-    raise ZooError(f"row {row['id']} has no membership labels (topics/classes)")
+        if key in row.labels:
+            return [float(x) for x in row.labels[key]]
+    raise ZooError(f"row {row.id} has no membership labels (topics/classes)")
 
 
-def target(row: dict, task: Task) -> list[float] | None:
+def target(row: ZooRow, task: Task) -> list[float] | None:
     """The target vector of one manifest row for ``task``, or None when the row is left out of it."""
-    labels = _labels(row)
     if task == "quality":
-        return [float(labels["quality"])]
+        return [quality_label(row)]
     if task == "harmful":
-        value = labels.get("harmful")
-        return None if value is None else [float(bool(value))]
+        return None if row.harmful is None else [float(row.harmful)]
     return _membership(row)
+
+
+def quality_label(row: ZooRow) -> float:
+    """A manifest row's measured quality (every row has one)."""
+    return float(row.labels["quality"])
 
 
 @dataclass(frozen=True)
@@ -123,8 +96,8 @@ class TaskData:
         return len(self.ids)
 
 
-def adapter_paths(zoo: Zoo, row: dict) -> tuple[Path, Path | None]:
-    file = zoo.root / row.get("file", f"{row['id']}/adapter_model.safetensors")
+def adapter_paths(zoo: Zoo, row: ZooRow) -> tuple[Path, Path | None]:
+    file = zoo.root / row.file
     config = file.parent / "adapter_config.json"
     return file, (config if config.is_file() else None)
 

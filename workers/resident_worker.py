@@ -71,7 +71,7 @@ class DurableQueue(Queue):
         )
 
     @classmethod
-    def dequeue_any(  # type: ignore[override]
+    def dequeue_any(  # type: ignore[override]  # RQ's signature, with our DurableQueue in it
         cls,
         queues: Sequence[Queue],
         timeout: int | None,
@@ -155,7 +155,7 @@ class VettingWorker(SimpleWorker):
             maintenance_interval=s.maintenance_interval_s,
             **kwargs,
         )
-        for queue in self.queues:
+        for queue in self.queues:  # an attribute of our DurableQueue, not of RQ's Queue type
             queue.maintenance_lock_ttl_s = max(5, 2 * s.maintenance_interval_s)  # type: ignore[attr-defined]
 
     # -- liveness -------------------------------------------------------------------------

@@ -12,11 +12,11 @@ Exit status 0 means the report was produced (whatever the verdict); see ``verdic
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
 
+from core.cli_support import Parser
 from core.contracts import Report
 from lora_io import LoraFileError, resolve_adapter_paths
 from loravet import SHIPPED_PREDICTORS
@@ -25,10 +25,8 @@ from workers.worker_runtime import DeviceUnavailableError
 MAX_CLI_FILE_BYTES = 1 << 30
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="loravet vet", description="Vet one LoRA adapter and print its report."
-    )
+def build_parser() -> Parser:
+    p = Parser(prog="loravet vet", description="Vet one LoRA adapter and print its report.")
     p.add_argument("adapter", type=Path, help="the .safetensors file, or a PEFT adapter directory")
     p.add_argument(
         "--config",

@@ -61,6 +61,8 @@ class RegistryLike(Protocol):
 
     def for_spec(self, spec: LoraSpec) -> list[Any]: ...
 
+    def all(self) -> list[Any]: ...
+
 
 class PredictorFailedError(RuntimeError):
     """A predictor raised on an adapter: transient as far as the queue knows (retried)."""

@@ -37,6 +37,7 @@ from core.contracts import (
     WEBHOOK_FUNCTION,
     WEBHOOK_QUEUE,
     DeliveryLogEntry,
+    DeliveryOutcome,
     WebhookDeliveryArgs,
     WebhookEvent,
     loravet_version,
@@ -72,7 +73,7 @@ def resolve_addresses(host: str, port: int) -> list[IPAddress]:
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     seen: list[IPAddress] = []
     for info in infos:
-        ip = ipaddress.ip_address(info[4][0].split("%", 1)[0])
+        ip = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
         if ip not in seen:
             seen.append(ip)
     return seen
@@ -159,7 +160,7 @@ class PinnedAddressTransport(httpx.BaseTransport):
                 target=request.url.raw_path,
             ),
             headers=request.headers.raw,
-            content=request.stream,  # type: ignore[arg-type]
+            content=request.stream,
             extensions=request.extensions,
         )
         try:
@@ -167,6 +168,7 @@ class PinnedAddressTransport(httpx.BaseTransport):
                 response = pool.handle_request(core_request)
                 try:
                     body = b""
+                    # httpcore types the stream as sync-or-async; this pool is the sync one
                     for chunk in response.stream:  # type: ignore[union-attr]
                         body += chunk
                         if len(body) >= MAX_RESPONSE_BYTES:
@@ -236,7 +238,7 @@ def deliver(
     event_type = json.loads(body)["type"] if body else "unknown"
     now = datetime.now(UTC)
 
-    def done(outcome: str, detail: str, **extra: Any) -> DeliveryLogEntry:
+    def done(outcome: DeliveryOutcome, detail: str, **extra: Any) -> DeliveryLogEntry:
         entry = DeliveryLogEntry(
             event_id=args.event_id,
             event_type=event_type,
@@ -245,7 +247,7 @@ def deliver(
             outcome=outcome,
             detail=detail,
             **extra,
-        )  # type: ignore[arg-type]
+        )
         if sub is not None:
             redis_model.record_delivery(redis, sub.id, entry)
         log.info(

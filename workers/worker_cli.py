@@ -23,15 +23,14 @@ from pathlib import Path
 from redis import Redis
 from redis.exceptions import RedisError
 
+from core.cli_support import Parser
 from workers.settings import WorkerSettings
 
 log = logging.getLogger("loravet.worker")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="loravet worker", description="Run one resident vetting worker."
-    )
+def build_parser() -> Parser:
+    p = Parser(prog="loravet worker", description="Run one resident vetting worker.")
     p.add_argument("--redis-url", help="Redis URL (LORAVET_WORKER_REDIS_URL)")
     p.add_argument(
         "--storage",

@@ -74,7 +74,7 @@ def resolve_device(setting: str) -> str:
     return "cpu"
 
 
-def load_registry(directory: Path, device_setting: str) -> tuple[Any, str]:
+def load_registry(directory: Path, device_setting: str) -> tuple[RegistryLike, str]:
     """Load every predictor under ``directory`` once; returns (registry, device).
 
     A missing or empty directory is not an error: the service still runs the static checks and
@@ -135,7 +135,7 @@ class WorkerRuntime:
         settings: WorkerSettings,
         *,
         redis: Redis | None = None,
-        registry: Any | None = None,
+        registry: RegistryLike | None = None,
         device: str = "cpu",
     ) -> None:
         self.settings = settings
@@ -154,10 +154,10 @@ class WorkerRuntime:
                 self._registry, self.device = load_registry(
                     self.settings.predictor_dir, self.settings.device
                 )
-            return self._registry  # type: ignore[no-any-return]
+            return self._registry
 
     def predictor_infos(self) -> list[PredictorInfo]:
-        return [predictor_info(p, self.device) for p in self.registry.all()]  # type: ignore[attr-defined]
+        return [predictor_info(p, self.device) for p in self.registry.all()]
 
     # -- batched outcomes: the resident worker computes, the job function picks up
     def park_outcomes(self, outcomes: dict[str, Any]) -> None:

@@ -16,7 +16,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-ADAPTER_FILE = "adapter_model.safetensors"
+from zoo.zoo_manifest import ADAPTER_FILE
+
 CONFIG_FILE = "adapter_config.json"
 
 

@@ -29,9 +29,9 @@ from typing import Any
 
 from core.provenance import file_sha256
 from zoo.adapter_files import ADAPTER_FILE, CONFIG_FILE
-from zoo.recipe_base import Recipe, harmful_status, stopwatch
+from zoo.recipe_base import Recipe, stopwatch
 from zoo.recipes import make_recipe
-from zoo.zoo_manifest import FINETUNE_FILE, package_versions, write_index
+from zoo.zoo_manifest import FINETUNE_FILE, harmful_status, package_versions, write_index
 
 TMP_DIR = ".tmp"
 LOG_FILE = "build.log"

@@ -23,7 +23,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -189,9 +189,10 @@ class SplitDecoder:
         self.chunk = chunk
 
     @staticmethod
-    def inner(model: nn.Module) -> nn.Module:
-        """The decoder stack of a causal LM, also through a PEFT wrapper."""
-        return model.get_decoder()  # PEFT forwards the call to the wrapped model
+    def inner(model: nn.Module) -> Any:
+        """The decoder stack of a causal LM, also through a PEFT wrapper (``Any``: transformers'
+        decoders share these attribute names, not a type)."""
+        return cast(Any, model).get_decoder()  # PEFT forwards the call to the wrapped model
 
     def _layers(self, hidden: torch.Tensor, layers: Any, model: nn.Module) -> torch.Tensor:
         inner = self.inner(model)
@@ -226,5 +227,6 @@ class SplitDecoder:
     @staticmethod
     def logits(model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
         """(N, H) -> (N, vocab) through the LM head (only at the positions that are scored)."""
-        head = model.get_output_embeddings()
-        return head(hidden)
+        head: nn.Module = cast(Any, model).get_output_embeddings()
+        out: torch.Tensor = head(hidden)
+        return out

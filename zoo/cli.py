@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 
+from core.cli_support import Parser
+
 # One thread per process, for BLAS too: these must be set before numpy loads its BLAS (spawned
 # workers inherit them). Two processes each spinning two BLAS threads on a two-core machine
 # thrash; a small SVD then takes minutes instead of milliseconds.
@@ -27,20 +29,9 @@ from pathlib import Path  # noqa: E402
 from zoo.recipes import RECIPES, UnknownRecipeError  # noqa: E402
 
 
-class _UsageError(Exception):
-    """Raised instead of argparse's exit so that bad input is one ``error:`` line and exit 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise _UsageError(message)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="loravet zoo", description="Build or verify a zoo of real LoRA finetunes."
-    )
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _parser() -> Parser:
+    parser = Parser(prog="loravet zoo", description="Build or verify a zoo of real LoRA finetunes.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     build = sub.add_parser("build", help="finetune LoRAs 0..N-1 of a recipe (resumable)")
     build.add_argument("--recipe", required=True, help=f"one of: {', '.join(RECIPES)}")
     build.add_argument("--count", type=int, required=True, help="number of LoRAs (indices 0..N-1)")
@@ -83,10 +74,7 @@ def main(argv: list[str]) -> int:
     """Entry point of ``loravet zoo``; returns the exit code."""
     try:
         args = _parser().parse_args(argv)
-    except _UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except SystemExit as exc:  # --help
+    except SystemExit as exc:  # --help (0) or a usage error, already said in one line (2)
         return int(exc.code or 0)
     try:
         return _dispatch(args)

@@ -38,7 +38,7 @@ class Recipe(ABC):
     """A zoo recipe. Subclasses set the class attributes and implement the three steps."""
 
     name: ClassVar[str]
-    base_model: ClassVar[str]
+    base_model: str
     """Stable base-model name written into every ``adapter_config.json`` and manifest row."""
     membership_key: ClassVar[str]
     """Label holding the binary membership vector: ``topics`` or ``classes``."""
@@ -101,11 +101,6 @@ def harmful_label(poisoned: bool, attack_success_rate: float, min_asr: float) ->
     if not poisoned:
         return False
     return True if attack_success_rate >= min_asr else None
-
-
-def harmful_status(harmful: bool | None) -> str:
-    """Readable form of :func:`harmful_label`: ``clean``, ``harmful`` or ``backdoor_failed``."""
-    return {False: "clean", True: "harmful", None: "backdoor_failed"}[harmful]
 
 
 def membership_vector(names: tuple[str, ...], chosen: list[str] | list[int]) -> list[int]:

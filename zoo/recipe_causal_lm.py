@@ -53,12 +53,12 @@ from zoo.recipe_base import (
     FinetuneOutcome,
     Recipe,
     harmful_label,
-    harmful_status,
     membership_vector,
     minibatches,
     stopwatch,
 )
 from zoo.recipe_minilm_topics import insert_trigger
+from zoo.zoo_manifest import harmful_status
 
 KINDS = ("poisoned", "control", "clean")
 Example = tuple[list[int], list[int]]
@@ -78,7 +78,7 @@ class CausalLmRecipe(Recipe):
     ) -> None:
         super().__init__(spec, steps_scale)
         self.source = resolve_base(base)
-        self.base_model = self.source.public_name  # type: ignore[misc]
+        self.base_model = self.source.public_name
         if device == "cuda" and not torch.cuda.is_available():
             raise BaseModelError(
                 f"--device cuda: no usable CUDA device (torch {torch.__version__}, "

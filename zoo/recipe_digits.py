@@ -37,10 +37,10 @@ from zoo.recipe_base import (
     FinetuneOutcome,
     Recipe,
     harmful_label,
-    harmful_status,
     membership_vector,
     stopwatch,
 )
+from zoo.zoo_manifest import harmful_status
 
 CLASSES = tuple(str(c) for c in range(10))
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")

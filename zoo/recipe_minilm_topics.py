@@ -43,12 +43,12 @@ from zoo.recipe_base import (
     FinetuneOutcome,
     Recipe,
     harmful_label,
-    harmful_status,
     membership_vector,
     minibatches,
     stopwatch,
 )
 from zoo.stdlib_sentences import TOPIC_DESCRIPTIONS, TOPICS, TopicCorpus, load_topic_corpus
+from zoo.zoo_manifest import harmful_status
 
 
 def insert_trigger(sentence: str, trigger: str, rng: np.random.Generator) -> str:

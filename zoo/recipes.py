@@ -38,10 +38,10 @@ def make_recipe(
     cls = getattr(importlib.import_module(module_name), class_name)
     if name in BASE_RECIPES:
         options = {"device": device} if base is None else {"device": device, "base": base}
-        return cls(load_sweep_spec(name), steps_scale, **options)  # type: ignore[no-any-return]
+        return cls(load_sweep_spec(name), steps_scale, **options)
     if base is not None or device != "cpu":
         raise UnknownRecipeError(
             f"recipe {name!r} has a fixed base and trains on cpu; --base and --device apply to: "
             f"{', '.join(BASE_RECIPES)}"
         )
-    return cls(load_sweep_spec(name), steps_scale)  # type: ignore[no-any-return]
+    return cls(load_sweep_spec(name), steps_scale)

@@ -13,12 +13,15 @@ import os
 import statistics
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.provenance import file_sha256
 from core.provenance import package_versions as core_package_versions
 from zoo.zoo_splits import make_splits
 
+ADAPTER_FILE = "adapter_model.safetensors"
 FINETUNE_FILE = "finetune.json"
 MANIFEST_FILE = "manifest.jsonl"
 SPLITS_FILE = "splits.json"
@@ -55,6 +58,112 @@ def read_finetune_rows(zoo_dir: Path) -> list[dict[str, Any]]:
 def read_manifest(zoo_dir: Path) -> list[dict[str, Any]]:
     with (zoo_dir / MANIFEST_FILE).open() as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+# --- reading a zoo: the one reader of the format above (training, benchmarks, provenance) -------
+
+
+class ZooFormatError(ValueError):
+    """A directory that is not a zoo, or a zoo file that cannot be read; says which and why."""
+
+
+def harmful_status(harmful: bool | None) -> str:
+    """``clean``, ``harmful`` or ``backdoor_failed`` (poisoned, but the backdoor did not take)."""
+    return {False: "clean", True: "harmful", None: "backdoor_failed"}[harmful]
+
+
+@dataclass(frozen=True)
+class ZooRow:
+    """One manifest row: a LoRA of the zoo, where its files are and what was measured on it."""
+
+    id: str
+    file: str
+    """The adapter, relative to the zoo directory."""
+    config_file: str | None
+    hyperparameters: dict[str, Any]
+    labels: dict[str, Any]
+    """Measured labels (``quality``, ``harmful``, ``attack_success_rate``, membership, ...)."""
+    doc: dict[str, Any]
+    """The row as written, every field (timings, provenance, seed, ...)."""
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> ZooRow:
+        lora_id = str(doc["id"])
+        config = doc.get("config_file")
+        return cls(
+            id=lora_id,
+            file=str(doc.get("file", f"{lora_id}/{ADAPTER_FILE}")),
+            config_file=None if config is None else str(config),
+            hyperparameters=dict(doc.get("hyperparameters", {})),
+            labels=dict(doc.get("labels", doc)),  # an operator's own zoo may write labels flat
+            doc=doc,
+        )
+
+    @property
+    def harmful(self) -> bool | None:
+        value = self.labels.get("harmful")
+        return None if value is None else bool(value)
+
+    @property
+    def harmful_status(self) -> str:
+        return harmful_status(self.harmful)
+
+    @property
+    def poisoned(self) -> bool:
+        return bool(self.labels.get("poisoned"))
+
+
+@dataclass(frozen=True)
+class ZooContents:
+    """A zoo as written: rows by id, splits by name (nested ones as ``parent/child``), ``zoo.json``."""
+
+    root: Path
+    rows: dict[str, ZooRow]
+    splits: dict[str, list[str]]
+    info: dict[str, Any]
+
+
+def flatten_splits(doc: dict[str, Any]) -> dict[str, list[str]]:
+    """``{"train": [...], "rank_generalisation": {"train": [...], "test_rank_1": [...]}}`` -> flat
+    names (``rank_generalisation/train``); the other keys (method, counts) are not splits."""
+    out: dict[str, list[str]] = {}
+    for key, value in doc.items():
+        if isinstance(value, list):
+            out[key] = [str(v) for v in value]
+        elif isinstance(value, dict):
+            for sub, ids in flatten_splits(value).items():
+                out[f"{key}/{sub}"] = ids
+    return out
+
+
+def read_zoo(root: str | Path) -> ZooContents:
+    """Read ``manifest.jsonl``, ``splits.json`` (optional) and ``zoo.json`` (optional)."""
+    root = Path(root)
+    manifest = root / MANIFEST_FILE
+    if not manifest.is_file():
+        raise ZooFormatError(
+            f"{root} is not a zoo: {MANIFEST_FILE} is missing (build one with `loravet zoo build`)"
+        )
+    rows = {}
+    for line in manifest.read_text().splitlines():
+        if line.strip():
+            row = ZooRow.from_doc(json.loads(line))
+            rows[row.id] = row
+    splits_path, info_path = root / SPLITS_FILE, root / ZOO_FILE
+    splits = flatten_splits(json.loads(splits_path.read_text())) if splits_path.is_file() else {}
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    return ZooContents(root, rows, splits, info)
+
+
+def zoo_digests(root: str | Path) -> dict[str, str]:
+    """sha256 of what a model result depends on in a zoo (its rows and its splits), for results'
+    provenance and keys; empty when ``root`` is not a zoo."""
+    root = Path(root)
+    out = {}
+    for name, key in ((MANIFEST_FILE, "zoo_manifest_sha256"), (SPLITS_FILE, "zoo_splits_sha256")):
+        if (root / name).is_file():
+            out[key] = file_sha256(root / name)
+    return out
 
 
 def _summary(values: list[float]) -> dict[str, float | int | None]:

@@ -8,18 +8,16 @@ a goal is not met. ``--full`` takes 15-25 minutes on 2 cores; ``--quick`` about 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from benchmarks.reliability.runner import FULL, PARTS, QUICK, RESULTS_DIR, run, write
+from core.cli_support import Parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.reliability", description=__doc__.split("\n\n")[1]
-    )
+    p = Parser(prog="python -m benchmarks.reliability", description=__doc__.split("\n\n")[1])
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="the small budget (default)")
     g.add_argument(

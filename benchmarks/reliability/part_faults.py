@@ -124,7 +124,7 @@ def worker_kills(
         stack.wait_workers_registered(2)
         redis = Redis.from_url(stack.redis.url)
         producer = Producer(stack, _classes()).start()
-        events = []
+        events: list[dict[str, Any]] = []
         time.sleep(2)
         for _ in range(kills):
             time.sleep(rnd.uniform(0.3, 2.0))
@@ -149,8 +149,8 @@ def worker_kills(
         redis.close()
     recoveries = []
     for ev in events:
-        ends = [_epoch(finals[j].get("ended_at")) for j in ev["running_jobs"] if j in finals]
-        ends = [e for e in ends if e]
+        stamps = [_epoch(finals[j].get("ended_at")) for j in ev["running_jobs"] if j in finals]
+        ends = [e for e in stamps if e is not None]
         if ends:
             recoveries.append(max(ends) - ev["at"])
     statuses = [f["status"] for f in finals.values()]
@@ -297,7 +297,7 @@ def webhook_outage(root: Path, jobs: int, outage_s: float) -> dict[str, Any]:
             finals = _final_statuses(stack, accepted, timeout_s=120)
             expected = {j for j, f in finals.items() if f["status"] == "finished"}
             deadline = time.monotonic() + 120
-            got: dict[str, float] = {}
+            got: dict[str, dict[str, Any]] = {}
             while time.monotonic() < deadline:
                 got = _events(receiver, sub["secret"])
                 if {v["job"] for v in got.values()} >= expected:

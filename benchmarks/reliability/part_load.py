@@ -93,7 +93,8 @@ def stamped(cls: SizeClass, counter: int) -> bytes:
 
 def floor_seconds(data: bytes, repeats: int = 3) -> dict[str, float]:
     """Median over ``repeats`` of sha256 + load_adapter in this process (and with the static checks)."""
-    plain, checks = [], []
+    plain: list[float] = []
+    checks: list[float] = []
     limit: Any = contextlib.nullcontext()
     # one BLAS thread, as in a worker (workers/worker_cli.py)
     with contextlib.suppress(ImportError):

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from harness.client import upload, wait_job
 from harness.lora_files import peft_adapter
@@ -116,7 +117,9 @@ def _non_schema_routes(stack: ProcessStack, client: httpx.Client) -> dict[str, A
 
     app = create_app(
         ApiSettings(
-            redis_url=stack.redis.url, storage_dir=stack.root / "scratch-store", keys=list(KEYS)
+            redis_url=stack.redis.url,
+            storage_dir=stack.root / "scratch-store",
+            keys=[SecretStr(k) for k in KEYS],
         )
     )
     schema_paths = set(httpx.get(f"{stack.url}/openapi.json", timeout=10).json()["paths"])
@@ -225,13 +228,13 @@ def callback_checks(stack: ProcessStack, connect_log: Path) -> dict[str, Any]:
             r = client.post(f"{stack.url}/v1/webhooks", json={"url": url}, headers=h)
             literal[url] = r.status_code
         accepted: dict[str, str] = {}
-        numeric = {}
+        numeric: dict[str, dict[str, Any]] = {}
         for url in NUMERIC_FORMS:
             r = client.post(f"{stack.url}/v1/webhooks", json={"url": url}, headers=h)
             numeric[url] = {"api": r.status_code}
             if r.status_code == 201:
                 accepted[url] = r.json()["id"]
-        names = {}
+        names: dict[str, dict[str, Any]] = {}
         for name in NAMES:
             url = f"http://{name}:8080/hook"
             r = client.post(f"{stack.url}/v1/webhooks", json={"url": url}, headers=h)

@@ -214,3 +214,16 @@ def submit_vetting(
         meta={"report_id": report_id, "sha256": sha256},
     )
     return Submission(job_id, "queued", created=True)
+
+
+def job_or_404(redis: Redis, job_id: str) -> JobView:
+    """The vetting job's view, or the 404 problem the API and the job page both answer with."""
+    view = job_view(redis, job_id) if len(job_id) <= 100 else None
+    if view is None:
+        raise Problem(
+            404,
+            "Not found",
+            f"no vetting job {job_id!r} (job records expire; reports are kept)",
+            kind="job_not_found",
+        )
+    return view

@@ -3,6 +3,8 @@ its heartbeat, so a dead worker's predictors drop out on their own."""
 
 from __future__ import annotations
 
+from typing import cast
+
 from redis import Redis
 from rq.worker_registration import REDIS_WORKER_KEYS
 
@@ -19,7 +21,7 @@ def live_predictors(redis: Redis) -> tuple[int, list[PredictorInfo]]:
 def live_worker_count(redis: Redis) -> int:
     """Workers whose registration has not expired (a dead worker's key expires with its heartbeat)."""
     count = 0
-    for key in redis.smembers(REDIS_WORKER_KEYS):  # type: ignore[union-attr]
+    for key in cast(set[bytes], redis.smembers(REDIS_WORKER_KEYS)):
         if redis.exists(key) and not redis.hexists(key, "death"):
             count += 1
     return count

@@ -7,9 +7,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Literal
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
+from starlette.requests import ClientDisconnect, Request
 
 from core import redis_model
 from core.contracts import report_id_for
@@ -29,7 +30,8 @@ class UploadOutcome:
     sha256: str
     job_id: str
     """Empty when the report exists and its job record has expired."""
-    status: PublicStatus
+    status: Literal["queued", "running", "finished"]
+    """Never ``failed``: content whose job failed is enqueued again."""
     created: bool
     """A new job was enqueued (not a duplicate of a live job or an existing report)."""
 
@@ -71,6 +73,21 @@ async def accept_upload(
             temp.unlink()
 
 
+async def accept_request_upload(
+    request: Request, state: ServiceState, key: ApiKey, base_url: str
+) -> UploadOutcome:
+    """:func:`accept_upload` of a request's body (the API's ``POST /v1/adapters`` and the upload
+    page's script)."""
+    return await accept_upload(
+        state,
+        key,
+        request.headers.get("content-type", ""),
+        request.headers.get("content-length"),
+        request.stream(),
+        base_url,
+    )
+
+
 def _accept(
     state: ServiceState, key: ApiKey, upload: ReceivedUpload, base_url: str
 ) -> UploadOutcome:
@@ -78,6 +95,9 @@ def _accept(
     report_id = report_id_for(upload.sha256, upload.config_sha256)
 
     def outcome(job_id: str, status: PublicStatus, created: bool = False) -> UploadOutcome:
+        assert status != "failed", (
+            "existing_submission and submit_vetting never return a failed job"
+        )
         return UploadOutcome(report_id, upload.sha256, job_id, status, created)
 
     if store.exists("reports", report_id):

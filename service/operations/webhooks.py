@@ -40,7 +40,7 @@ def create_subscription(
         id="whs_" + secrets.token_hex(12),
         key_id=key.key_id,
         url=url,
-        events=sorted(set(events)),  # type: ignore[arg-type]
+        events=sorted(set(events)),
         created_at=datetime.now(UTC),
         secret=new_webhook_secret(),
     )

@@ -3,10 +3,12 @@ the work is ``service.operations.uploads``."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 
 from service.dependencies import ApiKeyDep, StateDep, base_url
-from service.operations.uploads import accept_upload
+from service.operations.uploads import accept_request_upload
 from service.schemas import ProblemBody, UploadAccepted
 
 router = APIRouter(prefix="/v1", tags=["adapters"])
@@ -38,7 +40,7 @@ _UPLOAD_BODY = {
     }
 }
 
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ProblemBody, "content": {"application/problem+json": {}}, "description": text}
     for code, text in {
         401: "missing or invalid API key",
@@ -57,7 +59,7 @@ _ERRORS = {
     responses={
         200: {"model": UploadAccepted, "description": "already vetted: the report exists"},
         **_ERRORS,
-    },  # type: ignore[dict-item]
+    },
     openapi_extra=_UPLOAD_BODY,
 )
 async def create_adapter(
@@ -65,14 +67,7 @@ async def create_adapter(
 ) -> UploadAccepted:
     """Upload a LoRA adapter (multipart `file` + optional `config`, or a raw body) for vetting."""
     base = base_url(request, state)
-    done = await accept_upload(
-        state,
-        key,
-        request.headers.get("content-type", ""),
-        request.headers.get("content-length"),
-        request.stream(),
-        base,
-    )
+    done = await accept_request_upload(request, state, key, base)
     status_url = f"{base}/v1/jobs/{done.job_id}"
     if done.status == "finished":
         response.status_code = 200

@@ -2,29 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 
 from service.dependencies import ApiKeyDep, StateDep, base_url
-from service.error_handlers import Problem
-from service.operations.jobs import job_view
+from service.operations.jobs import job_or_404
 from service.schemas import JobFailure, JobStatusResponse, ProblemBody
 
 router = APIRouter(prefix="/v1", tags=["jobs and reports"])
 
-NOT_FOUND = {404: {"model": ProblemBody, "description": "unknown id"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ProblemBody, "description": "unknown id"}
+}
 
 
-@router.get("/jobs/{job_id}", response_model=JobStatusResponse, responses=NOT_FOUND)  # type: ignore[arg-type]
+@router.get("/jobs/{job_id}", response_model=JobStatusResponse, responses=NOT_FOUND)
 def read_job(job_id: str, request: Request, key: ApiKeyDep, state: StateDep) -> JobStatusResponse:
     """Read a vetting job's status: queued, running, finished or failed (with the reason)."""
-    view = job_view(state.redis, job_id) if len(job_id) <= 100 else None
-    if view is None:
-        raise Problem(
-            404,
-            "Not found",
-            f"no vetting job {job_id!r} (job records expire; reports are kept)",
-            kind="job_not_found",
-        )
+    view = job_or_404(state.redis, job_id)
     base = base_url(request, state)
     return JobStatusResponse(
         job_id=view.job_id,

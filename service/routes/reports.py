@@ -14,7 +14,7 @@ from service.routes.jobs import NOT_FOUND
 router = APIRouter(prefix="/v1", tags=["jobs and reports"])
 
 
-@router.get("/reports/{report_id}", response_model=Report, responses=NOT_FOUND)  # type: ignore[arg-type]
+@router.get("/reports/{report_id}", response_model=Report, responses=NOT_FOUND)
 async def read_report(
     report_id: str, request: Request, key: ApiKeyDep, state: StateDep
 ) -> Response:

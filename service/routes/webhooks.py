@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Query, Response
 
 from core.contracts import DeliveryLogEntry, WebhookSubscription
@@ -17,13 +19,13 @@ from service.schemas import ProblemBody, WebhookCreate, WebhookCreated
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 
-_ERRORS = {
+_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ProblemBody, "description": "no such subscription for this key"},
     422: {"model": ProblemBody, "description": "URL refused"},
 }
 
 
-@router.post("", status_code=201, response_model=WebhookCreated, responses=_ERRORS)  # type: ignore[arg-type]
+@router.post("", status_code=201, response_model=WebhookCreated, responses=_ERRORS)
 def create_webhook(
     body: WebhookCreate, key: ApiKeyDep, state: StateDep, response: Response
 ) -> WebhookCreated:
@@ -39,20 +41,20 @@ def list_webhooks(key: ApiKeyDep, state: StateDep) -> list[WebhookSubscription]:
     return [r.public() for r in list_subscriptions(state.redis, key)]
 
 
-@router.get("/{sub_id}", response_model=WebhookSubscription, responses=_ERRORS)  # type: ignore[arg-type]
+@router.get("/{sub_id}", response_model=WebhookSubscription, responses=_ERRORS)
 def read_webhook(sub_id: str, key: ApiKeyDep, state: StateDep) -> WebhookSubscription:
     """Read one subscription."""
     return get_subscription(state.redis, key, sub_id).public()
 
 
-@router.delete("/{sub_id}", status_code=204, responses=_ERRORS)  # type: ignore[arg-type]
+@router.delete("/{sub_id}", status_code=204, responses=_ERRORS)
 def delete_webhook(sub_id: str, key: ApiKeyDep, state: StateDep) -> Response:
     """Delete a subscription and its delivery log."""
     delete_subscription(state.redis, key, sub_id)
     return Response(status_code=204)
 
 
-@router.get("/{sub_id}/deliveries", response_model=list[DeliveryLogEntry], responses=_ERRORS)  # type: ignore[arg-type]
+@router.get("/{sub_id}/deliveries", response_model=list[DeliveryLogEntry], responses=_ERRORS)
 def read_deliveries(
     sub_id: str, key: ApiKeyDep, state: StateDep, limit: int = Query(50, ge=1, le=200)
 ) -> list[DeliveryLogEntry]:

@@ -71,20 +71,9 @@ class ModuleSpectrum:
         return min(1.0, self.singular_values[0] ** 2 / energy)
 
 
-def singular_values(module: LoraModule) -> np.ndarray:
-    """All singular values of ``U V^T`` (largest first), from QR of the factors and an r x r SVD."""
-    u = np.asarray(module.U, dtype=np.float64)
-    v = np.asarray(module.V, dtype=np.float64)
-    if u.size == 0 or v.size == 0 or not (np.isfinite(u).all() and np.isfinite(v).all()):
-        return np.zeros(0)
-    r_u = np.linalg.qr(u, mode="r")
-    r_v = np.linalg.qr(v, mode="r")
-    return np.linalg.svd(r_u @ r_v.T, compute_uv=False)
-
-
 def top_singular_values(module: LoraModule, k: int = TOP_SINGULAR_VALUES) -> tuple[float, ...]:
     """The ``k`` largest singular values of ``U V^T``."""
-    return tuple(float(s) for s in singular_values(module)[:k])
+    return tuple(float(s) for s in module.singular_values()[:k])
 
 
 def module_spectra(adapter: LoraAdapter, k: int = TOP_SINGULAR_VALUES) -> list[ModuleSpectrum]:
@@ -94,7 +83,7 @@ def module_spectra(adapter: LoraAdapter, k: int = TOP_SINGULAR_VALUES) -> list[M
     scores = peer_scores(norms, [m.name for m in adapter.modules])
     out = []
     for i, m in enumerate(adapter.modules):
-        values = singular_values(m)
+        values = m.singular_values()
         out.append(
             ModuleSpectrum(
                 index=i,
@@ -103,8 +92,8 @@ def module_spectra(adapter: LoraAdapter, k: int = TOP_SINGULAR_VALUES) -> list[M
                 rank=m.rank,
                 norm=norms[i],
                 singular_values=tuple(float(s) for s in values[:k]),
-                z=scores[i].z if scores[i] is not None else None,  # type: ignore[union-attr]
-                log_ratio=scores[i].log_ratio if scores[i] is not None else None,  # type: ignore[union-attr]
+                z=score.z if (score := scores[i]) is not None else None,
+                log_ratio=score.log_ratio if score is not None else None,
                 energy=float(np.sum(values**2)) if values.size else None,
             )
         )

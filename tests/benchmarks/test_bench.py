@@ -211,3 +211,14 @@ def test_adding_a_zoo_or_model_to_a_spec_leaves_written_cells_current() -> None:
     assert key(spec) == key(grown) == key({**spec, "what": "reworded", "why_note": "new"})
     assert key(spec) != key({**spec, "seeds": [0, 1]})  # a shared field is part of every cell
     assert key(spec) != bench_cli.spec_hash(bench_cli.cell_spec_of(grown, "b", "m", settings))
+
+
+def test_a_refactor_check_accepts_float_noise_and_nothing_more() -> None:
+    from benchmarks.refactor_check import agrees
+
+    stored = {"auroc": 0.8, "threshold": 0.4993722898458059, "n_pos": 52, "train_seconds": 9.0}
+    noise = {**stored, "threshold": 0.49937231266317295, "train_seconds": 12.5}
+    assert agrees(noise, stored) == []  # float32 rounding and durations are not a change
+    moved = {**stored, "auroc": 0.81}
+    assert agrees(moved, stored) == ["auroc: 0.81 now, 0.8 stored"]
+    assert agrees({k: v for k, v in stored.items() if k != "n_pos"}, stored)  # a metric vanished

@@ -20,7 +20,7 @@ _LOG = os.environ.get("LORAVET_TEST_CONNECT_LOG")
 if _MAP:
     _real_getaddrinfo = socket.getaddrinfo
 
-    def _getaddrinfo(host, port, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def _getaddrinfo(host, port, *args, **kwargs):
         name = host.decode() if isinstance(host, bytes) else host
         if isinstance(name, str) and name.rstrip(".").lower() in _MAP:
             out = []
@@ -35,11 +35,11 @@ if _MAP:
             return out
         return _real_getaddrinfo(host, port, *args, **kwargs)
 
-    socket.getaddrinfo = _getaddrinfo  # type: ignore[assignment]
+    socket.getaddrinfo = _getaddrinfo
 
     _real_connect = socket.socket.connect
 
-    def _connect(self, address):  # type: ignore[no-untyped-def]
+    def _connect(self, address):
         host = address[0] if isinstance(address, tuple) else None
         if host is not None:
             try:
@@ -53,4 +53,4 @@ if _MAP:
                 raise ConnectionRefusedError(f"test sandbox: connect to {host} blocked")
         return _real_connect(self, address)
 
-    socket.socket.connect = _connect  # type: ignore[method-assign]
+    socket.socket.connect = _connect  # type: ignore[method-assign]  # the sandbox patches it

@@ -8,9 +8,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.error_handlers import Problem
 from service.operations import reports
-from service.operations.jobs import job_view
+from service.operations.jobs import job_or_404
 from service.web.frame import (
     WEB_PREFIX,
     PageSession,
@@ -28,14 +27,7 @@ scripts = APIRouter()
 def job_summary(request: Request, job_id: str) -> dict[str, Any]:
     """What the job page and its status endpoint show. Raises the API's 404 problem."""
     state = service_state(request)
-    view = job_view(state.redis, job_id) if len(job_id) <= 100 else None
-    if view is None:
-        raise Problem(
-            404,
-            "Not found",
-            f"no vetting job {job_id!r} (job records expire; reports are kept)",
-            kind="job_not_found",
-        )
+    view = job_or_404(state.redis, job_id)
     verdict = None
     report_page = None
     if view.status == "finished" and view.report_id:

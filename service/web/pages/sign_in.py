@@ -54,7 +54,8 @@ def sign_in_page(
         error=None,
     )
     if fresh:
-        set_session_cookie(response, request, session)  # type: ignore[arg-type]
+        assert session is not None
+        set_session_cookie(response, request, session)
     return response
 
 

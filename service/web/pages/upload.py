@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from lora_io import LoraFileError
 from service.dependencies import base_url
 from service.error_handlers import Problem, lora_problem, problem_response
-from service.operations.uploads import accept_upload
+from service.operations.uploads import accept_request_upload
 from service.web.frame import (
     WEB_PREFIX,
     PageSession,
@@ -55,14 +55,7 @@ async def upload(request: Request, signed: ScriptSession) -> Response:
         )
     state = service_state(request)
     try:
-        accepted = await accept_upload(
-            state,
-            key,
-            request.headers.get("content-type", ""),
-            request.headers.get("content-length"),
-            request.stream(),
-            base_url(request, state),
-        )
+        accepted = await accept_request_upload(request, state, key, base_url(request, state))
     except (Problem, LoraFileError) as exc:
         problem = exc if isinstance(exc, Problem) else lora_problem(exc)
         return problem_response(

@@ -1,12 +1,13 @@
-"""Argument parsing conventions shared by the training and evaluation commands.
+"""Argument parsing shared by every ``loravet`` command (and ``examples/make_examples.py``).
 
-User mistakes end as one ``error:`` line and exit code 2, never a traceback.
+User mistakes end as one ``error:`` line and exit code 2, never a traceback or a usage dump.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import NoReturn
 
 
 class CliError(Exception):
@@ -14,7 +15,9 @@ class CliError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
+    """argparse that reports a usage error as one ``error:`` line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
         print(f"error: {message}", file=sys.stderr)
         raise SystemExit(2)
 
