@@ -59,21 +59,22 @@ predictors-digits: install ## train the shipped digits predictors (GL-net: harmf
 	$(BIN)/loravet train --zoo zoos/digits --task harmful $(GL_SETTINGS) --out predictors/digits-harmful-gl_net
 	$(BIN)/loravet train --zoo zoos/digits --task quality $(GL_SETTINGS) --out predictors/digits-quality-gl_net
 
-predictors-minilm: install ## train the shipped minilm-topics predictors: harmful = GL-net seeds 0-2 ensembled; quality = a GL-net membership model read through the task (loravet via-task); both calibrated on val
-	for seed in 0 1 2; do $(BIN)/loravet train --zoo zoos/minilm-topics --task harmful $(GL_SETTINGS) --seed $$seed --out var/predictors/minilm-topics-harmful-s$$seed || exit 1; done
-	$(BIN)/loravet ensemble var/predictors/minilm-topics-harmful-s0 var/predictors/minilm-topics-harmful-s1 var/predictors/minilm-topics-harmful-s2 --zoo zoos/minilm-topics --predictor-id minilm-topics-harmful-gl_net --out predictors/minilm-topics-harmful-gl_net
-	$(BIN)/loravet train --zoo zoos/minilm-topics --task membership $(GL_SETTINGS) --out var/predictors/minilm-topics-membership-s0
-	$(BIN)/loravet via-task var/predictors/minilm-topics-membership-s0 --zoo zoos/minilm-topics --out predictors/minilm-topics-quality-gl_net
-	$(BIN)/loravet calibrate predictors/minilm-topics-harmful-gl_net --zoo zoos/minilm-topics
-	$(BIN)/loravet calibrate predictors/minilm-topics-quality-gl_net --zoo zoos/minilm-topics
+# the shipped predictors of one zoo $(1): harmful = GL-net seeds 0-2 ensembled; quality = a GL-net
+# membership model read through the task (loravet via-task); both calibrated on the val split
+define ensemble_predictors
+	for seed in 0 1 2; do $(BIN)/loravet train --zoo zoos/$(1) --task harmful $(GL_SETTINGS) --seed $$seed --out var/predictors/$(1)-harmful-s$$seed || exit 1; done
+	$(BIN)/loravet ensemble $(foreach s,0 1 2,var/predictors/$(1)-harmful-s$(s)) --zoo zoos/$(1) --predictor-id $(1)-harmful-gl_net --out predictors/$(1)-harmful-gl_net
+	$(BIN)/loravet train --zoo zoos/$(1) --task membership $(GL_SETTINGS) --out var/predictors/$(1)-membership-s0
+	$(BIN)/loravet via-task var/predictors/$(1)-membership-s0 --zoo zoos/$(1) --out predictors/$(1)-quality-gl_net
+	$(BIN)/loravet calibrate predictors/$(1)-harmful-gl_net --zoo zoos/$(1)
+	$(BIN)/loravet calibrate predictors/$(1)-quality-gl_net --zoo zoos/$(1)
+endef
 
-predictors-causal-lm: install ## train the shipped causal-lm (SmolLM2-135M) predictors like minilm's: harmful = GL-net seeds 0-2 ensembled; quality = a GL-net membership model read through the task; both calibrated on val
-	for seed in 0 1 2; do $(BIN)/loravet train --zoo zoos/causal-lm --task harmful $(GL_SETTINGS) --seed $$seed --out var/predictors/causal-lm-harmful-s$$seed || exit 1; done
-	$(BIN)/loravet ensemble var/predictors/causal-lm-harmful-s0 var/predictors/causal-lm-harmful-s1 var/predictors/causal-lm-harmful-s2 --zoo zoos/causal-lm --predictor-id causal-lm-harmful-gl_net --out predictors/causal-lm-harmful-gl_net
-	$(BIN)/loravet train --zoo zoos/causal-lm --task membership $(GL_SETTINGS) --out var/predictors/causal-lm-membership-s0
-	$(BIN)/loravet via-task var/predictors/causal-lm-membership-s0 --zoo zoos/causal-lm --out predictors/causal-lm-quality-gl_net
-	$(BIN)/loravet calibrate predictors/causal-lm-harmful-gl_net --zoo zoos/causal-lm
-	$(BIN)/loravet calibrate predictors/causal-lm-quality-gl_net --zoo zoos/causal-lm
+predictors-minilm: install ## train the shipped minilm-topics predictors (GL-net ensemble for harmful, quality via the task, calibrated)
+	$(call ensemble_predictors,minilm-topics)
+
+predictors-causal-lm: install ## train the shipped causal-lm (SmolLM2-135M) predictors, the same way as minilm's
+	$(call ensemble_predictors,causal-lm)
 
 bench: install ## run the benchmark experiments whose results are missing or outdated, then the summary
 	$(BIN)/loravet bench --jobs 2
