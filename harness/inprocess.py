@@ -19,42 +19,21 @@ import uvicorn
 
 from harness.client import upload as client_upload
 from harness.embedded_redis import free_port
+from harness.profile import API_KEY, FAST_API, FAST_WORKER
 from service.main import create_app
 from service.settings import ApiSettings
 from workers.settings import WorkerSettings
 
-API_KEY = "k3y-for-tests-0123456789abcdef-one"
-OTHER_KEY = "k3y-for-tests-0123456789abcdef-two"
-AUTH = {"X-API-Key": API_KEY}
-
 
 def api_settings(redis_url: str, store: Path, **overrides: Any) -> ApiSettings:
-    values: dict[str, Any] = {
-        "redis_url": redis_url,
-        "storage_dir": store,
-        "keys": [API_KEY, OTHER_KEY],
-        "key_hashes": [],
-        "vet_retry_intervals": [0],
-        "public_url": None,
-    }
-    values.update(overrides)
-    return ApiSettings(**values)
+    """The profile's API settings (``harness.profile.FAST_API``) on this Redis and store."""
+    return ApiSettings(**{**FAST_API, "redis_url": redis_url, "storage_dir": store, **overrides})
 
 
 def worker_settings(redis_url: str, store: Path, **overrides: Any) -> WorkerSettings:
-    values: dict[str, Any] = {
-        "redis_url": redis_url,
-        "storage_dir": store,
-        "predictor_dir": store / "no-predictors",
-        "device": "cpu",
-        "execution_ttl_s": 3,
-        "maintenance_interval_s": 1,
-        "webhook_retry_schedule": [1],
-        "webhook_jitter": 0.0,
-        "webhook_timeout_s": 3.0,
-    }
-    values.update(overrides)
-    return WorkerSettings(**values)
+    """The profile's worker settings (``harness.profile.FAST_WORKER``) on this Redis and store."""
+    values = {**FAST_WORKER, "redis_url": redis_url, "storage_dir": store}
+    return WorkerSettings(**{**values, "predictor_dir": store / "no-predictors", **overrides})
 
 
 @contextlib.contextmanager

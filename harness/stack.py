@@ -26,17 +26,9 @@ import httpx
 import psutil
 
 from harness.embedded_redis import EmbeddedRedis, free_port
+from harness.profile import FAST_API, FAST_WORKER, KEYS, settings_env
 
 REPO = Path(__file__).resolve().parents[2]
-
-KEYS = (
-    "rel-key-0-8c1f2e9d7a6b5c4d3e2f1a0b",
-    "rel-key-1-4f5e6d7c8b9a0f1e2d3c4b5a",
-    "rel-key-2-0a1b2c3d4e5f6a7b8c9d0e1f",
-    "rel-key-3-9e8d7c6b5a4f3e2d1c0b9a8f",
-    "rel-key-4-1b3d5f7a9c2e4a6c8e0a2c4e",
-)
-"""API keys of the test stacks (plaintext: the security part greps the logs for them)."""
 
 
 @dataclass
@@ -47,8 +39,8 @@ class StackConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
     """Set in every child (e.g. the test resolver override)."""
     fast: bool = True
-    """The test profile (known keys, short timeouts, no quotas in the way, the environment's own
-    ``LORAVET_*`` settings dropped); ``False`` for ``loravet serve``: the operator's settings."""
+    """The test profile (``harness.profile``; the environment's own ``LORAVET_*`` settings
+    dropped); ``False`` for ``loravet serve``: the operator's settings."""
     host: str = "127.0.0.1"
     port: int | None = None
     """API port; ``None`` picks a free one."""
@@ -59,30 +51,6 @@ class StackConfig:
     ready_path: str = "/readyz"
     """What :meth:`ProcessStack.start` waits for: ``/readyz`` (Redis and a worker) or ``/healthz``."""
     startup_timeout_s: float = 60.0
-
-
-def _base_api_env() -> dict[str, str]:
-    return {
-        "LORAVET_API_KEYS": ",".join(KEYS),
-        "LORAVET_API_RATE_LIMIT_PER_MINUTE": "1000000",
-        "LORAVET_API_MAX_ACTIVE_JOBS_PER_KEY": "1000",
-        "LORAVET_API_MAX_QUEUE_DEPTH": "100000",
-        "LORAVET_API_VET_RETRIES": "5",
-        "LORAVET_API_VET_RETRY_INTERVALS": "1",
-        "LORAVET_API_LOG_LEVEL": "INFO",
-    }
-
-
-def _base_worker_env() -> dict[str, str]:
-    return {
-        "LORAVET_WORKER_DEVICE": "cpu",
-        "LORAVET_WORKER_EXECUTION_TTL_S": "5",
-        "LORAVET_WORKER_MAINTENANCE_INTERVAL_S": "1",
-        "LORAVET_WORKER_WEBHOOK_RETRY_SCHEDULE": "1,1,2,2,3,3,5,5,5,5,5,5",
-        "LORAVET_WORKER_WEBHOOK_JITTER": "0",
-        "LORAVET_WORKER_WEBHOOK_TIMEOUT_S": "3",
-        "LORAVET_WORKER_LOG_LEVEL": "INFO",
-    }
 
 
 class ProcessStack:
@@ -119,7 +87,8 @@ class ProcessStack:
         env = dict(os.environ)
         if cfg.fast:
             env = {k: v for k, v in env.items() if not k.startswith("LORAVET_")}
-            env.update({**_base_api_env(), **_base_worker_env()})
+            env.update(settings_env("LORAVET_API_", FAST_API))
+            env.update(settings_env("LORAVET_WORKER_", FAST_WORKER))
         env["PYTHONPATH"] = os.pathsep.join(
             [str(REPO), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
         )

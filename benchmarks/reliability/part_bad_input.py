@@ -16,8 +16,10 @@ from typing import Any
 import httpx
 
 from benchmarks.reliability.inputs import BadInput, catalogue, mutants
+from benchmarks.reliability.suite_stack import suite_config
 from harness.client import count_5xx, status_counts, upload, wait_job
-from harness.stack import KEYS, ProcessStack, RssSampler, StackConfig, mib
+from harness.profile import KEYS
+from harness.stack import ProcessStack, RssSampler, mib
 
 MEMORY_GROWTH_LIMIT_MIB = 256
 """RSS growth per process over the whole part above which memory does not count as bounded."""
@@ -25,7 +27,7 @@ MEMORY_GROWTH_LIMIT_MIB = 256
 
 def run(root: Path, *, mutant_count: int, concurrency: int = 4) -> dict[str, Any]:
     items: list[BadInput] = catalogue() + mutants(mutant_count)
-    with ProcessStack(root / "bad-input", StackConfig(workers=1)) as stack:
+    with ProcessStack(root / "bad-input", suite_config(workers=1)) as stack:
         stack.wait_workers_registered()
         before = stack.rss()
         results: list[dict[str, Any]] = []

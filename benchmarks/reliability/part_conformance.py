@@ -18,8 +18,10 @@ from typing import Any
 
 import httpx
 
+from benchmarks.reliability.suite_stack import suite_config
 from harness.client import count_5xx, status_counts
-from harness.stack import KEYS, ProcessStack, StackConfig
+from harness.profile import KEYS
+from harness.stack import ProcessStack
 
 CONFIG = Path(__file__).resolve().parent / "schemathesis.toml"
 
@@ -34,7 +36,7 @@ def run(root: Path, *, max_examples: int, max_time_s: int, workers: int = 2) -> 
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    with ProcessStack(out / "stack", StackConfig(workers=1)) as stack:
+    with ProcessStack(out / "stack", suite_config(workers=1)) as stack:
         stack.wait_workers_registered()
         schema = httpx.get(f"{stack.url}/openapi.json", timeout=10).json()
         operations = [f"{m.upper()} {p}" for p, ops in schema["paths"].items() for m in ops]

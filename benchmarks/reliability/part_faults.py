@@ -29,10 +29,12 @@ import httpx
 from redis import Redis
 
 from benchmarks.reliability.part_load import SizeClass, _kohya_sd15, _stamp_offset, stamped
+from benchmarks.reliability.suite_stack import suite_config
 from core.contracts import VET_QUEUE
 from harness.client import percentile, status_counts, upload, wait_job
 from harness.lora_files import peft_adapter
-from harness.stack import KEYS, ProcessStack, StackConfig
+from harness.profile import KEYS
+from harness.stack import ProcessStack
 from harness.webhook_receiver import WebhookReceiver
 
 
@@ -119,7 +121,9 @@ def worker_kills(
     0 requeues a dead worker's jobs at once; any other value goes through RQ's scheduler, whose lock
     a killed worker may hold for its 61 s TTL."""
     rnd = random.Random(seed)
-    cfg = StackConfig(workers=2, api_env={"LORAVET_API_VET_RETRY_INTERVALS": str(retry_interval_s)})
+    cfg = suite_config(
+        workers=2, api_env={"LORAVET_API_VET_RETRY_INTERVALS": str(retry_interval_s)}
+    )
     with ProcessStack(root / "kills", cfg) as stack:
         stack.wait_workers_registered(2)
         redis = Redis.from_url(stack.redis.url)
@@ -193,7 +197,7 @@ def _jobs_running_on(redis: Redis, stack: ProcessStack, index: int) -> list[str]
 
 
 def redis_restarts(root: Path, restarts: int, down_s: float = 2.0) -> dict[str, Any]:
-    with ProcessStack(root / "redis", StackConfig(workers=1)) as stack:
+    with ProcessStack(root / "redis", suite_config(workers=1)) as stack:
         stack.wait_workers_registered()
         classes = _classes()
         accepted: list[str] = []
@@ -270,7 +274,7 @@ def webhook_outage(root: Path, jobs: int, outage_s: float) -> dict[str, Any]:
     }
     receiver = WebhookReceiver().start()
     with ProcessStack(
-        root / "webhooks", StackConfig(workers=1, api_env=env, worker_env=env)
+        root / "webhooks", suite_config(workers=1, api_env=env, worker_env=env)
     ) as stack:
         stack.wait_workers_registered()
         with httpx.Client() as client:

@@ -32,6 +32,7 @@ import httpx
 import numpy as np
 
 import lora_io
+from benchmarks.reliability.suite_stack import suite_config
 from harness.client import count_5xx, percentile, status_counts, upload, wait_job
 from harness.lora_files import (
     clip_text_modules,
@@ -40,7 +41,8 @@ from harness.lora_files import (
     safetensors_bytes,
     sd15_unet_modules,
 )
-from harness.stack import KEYS, ProcessStack, RssSampler, StackConfig, mib
+from harness.profile import KEYS
+from harness.stack import ProcessStack, RssSampler, mib
 
 
 @dataclass
@@ -341,7 +343,7 @@ def run(
     floors = {c.name: floor_seconds(stamped(c, 0)) for c in classes}
     log(f"load: floors {floors}")
     out: dict[str, Any] = {"floors": floors}
-    with ProcessStack(root / "load", StackConfig(workers=workers)) as stack:
+    with ProcessStack(root / "load", suite_config(workers=workers)) as stack:
         stack.wait_workers_registered()
         out["rss_before_mib"] = {k: mib(v) for k, v in stack.rss().items()}
         if with_largest and isolated_repeats:
@@ -361,7 +363,7 @@ def run(
         out["crashes"] = stack.crashed()
     if backpressure:
         quota, cap = 20, 60
-        cfg = StackConfig(workers=1, api_env={"LORAVET_API_MAX_ACTIVE_JOBS_PER_KEY": str(quota),
+        cfg = suite_config(workers=1, api_env={"LORAVET_API_MAX_ACTIVE_JOBS_PER_KEY": str(quota),
                                               "LORAVET_API_MAX_QUEUE_DEPTH": str(cap)})  # fmt: skip
         with ProcessStack(root / "backpressure", cfg) as stack:
             stack.wait_workers_registered()

@@ -29,9 +29,11 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from benchmarks.reliability.suite_stack import suite_config
 from harness.client import upload, wait_job
 from harness.lora_files import peft_adapter
-from harness.stack import KEYS, REPO, ProcessStack, StackConfig
+from harness.profile import KEYS
+from harness.stack import REPO, ProcessStack
 
 PUBLIC = {"/healthz", "/readyz", "/metrics"}
 WRONG_KEY = "rel-wrong-key-5d4c3b2a19f8e7d6c5b4a39281"
@@ -290,7 +292,7 @@ def run(root: Path) -> dict[str, Any]:
         "LORAVET_TEST_RESOLVE": json.dumps(NAMES),
         "LORAVET_TEST_CONNECT_LOG": str(connect_log),
     }
-    cfg = StackConfig(
+    cfg = suite_config(
         workers=1,
         api_env={"LORAVET_API_LOG_LEVEL": "DEBUG"},
         worker_env={"LORAVET_WORKER_LOG_LEVEL": "DEBUG"},

@@ -9,15 +9,9 @@ import httpx
 import pytest
 
 from harness.embedded_redis import EmbeddedRedis
-from harness.inprocess import (
-    AUTH,
-    api_settings,
-    run_worker_burst,
-    running_api,
-    upload,
-    worker_settings,
-)
+from harness.inprocess import api_settings, run_worker_burst, running_api, upload, worker_settings
 from harness.lora_files import peft_adapter
+from harness.profile import AUTH
 
 pytestmark = pytest.mark.redis
 

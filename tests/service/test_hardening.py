@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from harness.embedded_redis import free_port
-from harness.inprocess import AUTH, api_settings, running_api
+from harness.inprocess import api_settings, running_api
+from harness.profile import AUTH
 from service.api_cli import RedactQueryValues, redact_query
 
 pytestmark = pytest.mark.redis

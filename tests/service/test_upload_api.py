@@ -11,16 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from harness.inprocess import (
-    API_KEY,
-    AUTH,
-    OTHER_KEY,
-    api_settings,
-    run_worker_burst,
-    running_api,
-    upload,
-    worker_settings,
-)
+from harness.inprocess import api_settings, run_worker_burst, running_api, upload, worker_settings
 from harness.lora_files import (
     adapter_config,
     peft_adapter,
@@ -29,6 +20,7 @@ from harness.lora_files import (
     small_diffusers_adapter,
     with_header_length,
 )
+from harness.profile import API_KEY, AUTH, OTHER_KEY
 from service.settings import hash_api_key
 
 pytestmark = pytest.mark.redis

@@ -9,16 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.inprocess import (
-    AUTH,
-    OTHER_KEY,
-    api_settings,
-    run_worker_burst,
-    running_api,
-    upload,
-    worker_settings,
-)
+from harness.inprocess import api_settings, run_worker_burst, running_api, upload, worker_settings
 from harness.lora_files import peft_adapter
+from harness.profile import AUTH, OTHER_KEY
 from harness.webhook_receiver import WebhookReceiver
 from tests.workers.test_webhook_delivery import verify_standard_webhook
 

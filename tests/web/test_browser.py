@@ -25,9 +25,8 @@ from typing import Any
 import pytest
 
 from harness.inprocess import wait_for
-from harness.stack import KEYS, ProcessStack, StackConfig
-
-API_KEY = KEYS[0]
+from harness.profile import API_KEY
+from harness.stack import ProcessStack, StackConfig
 
 pytestmark = [pytest.mark.redis, pytest.mark.browser, pytest.mark.slow]
 

@@ -12,8 +12,9 @@ import httpx
 import numpy as np
 import pytest
 
-from harness.inprocess import API_KEY, api_settings, run_worker_burst, running_api, worker_settings
+from harness.inprocess import api_settings, run_worker_burst, running_api, worker_settings
 from harness.lora_files import adapter_config, peft_adapter, safetensors_bytes
+from harness.profile import API_KEY, OTHER_KEY
 
 pytestmark = pytest.mark.redis
 
@@ -134,7 +135,7 @@ def test_a_session_ends_when_its_key_is_removed(redis_url: str, tmp_path: Path) 
     with running_api(api_settings(redis_url, store, session_secret="s3cret-for-sessions-0123456789")) as base, httpx.Client(base_url=base, timeout=30) as client:  # fmt: skip
         assert sign_in(client).status_code == 303
         cookie = client.cookies["loravet_session"]
-    others = api_settings(redis_url, store, keys=["k3y-for-tests-0123456789abcdef-two"], session_secret="s3cret-for-sessions-0123456789")  # fmt: skip
+    others = api_settings(redis_url, store, keys=[OTHER_KEY], session_secret="s3cret-for-sessions-0123456789")  # fmt: skip
     with running_api(others) as base, httpx.Client(base_url=base, timeout=30) as client:
         client.cookies.set("loravet_session", cookie)
         assert client.get("/ui/upload").status_code == 303  # the same secret, but the key is gone

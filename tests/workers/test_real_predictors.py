@@ -8,15 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.inprocess import (
-    AUTH,
-    api_settings,
-    run_worker_burst,
-    running_api,
-    upload,
-    worker_settings,
-)
+from harness.inprocess import api_settings, run_worker_burst, running_api, upload, worker_settings
 from harness.lora_files import adapter_config, peft_adapter
+from harness.profile import AUTH
 from lora_io import load_adapter
 from workers.resident_worker import VettingWorker
 from workers.vetting_pipeline import VetInput, vet_batch
