@@ -373,6 +373,13 @@ def main(argv: list[str] | None = None) -> int:
         help="carry over the E1/E2/E5/E7 results outdated only by a code change that one rerun "
         "seed per model and zoo shows changed no number (benchmarks/refactor_check.py)",
     )
+    p.add_argument(
+        "--refactor-base",
+        metavar="REV",
+        help="with --verify-refactor: the commit the stored results are keyed to; where a rerun "
+        "differs from a stored seed, that commit's code runs it too, side by side",
+    )
+    p.add_argument("--model", action="append", help="with --verify-refactor: only these models")
     args = p.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
@@ -381,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.verify_refactor:
         from benchmarks.refactor_check import verify_refactor
 
-        verify_refactor()
+        verify_refactor(set(args.model or ()), args.refactor_base)
     elif not args.summary_only:
         if "e3" in only:
             run_e3()
