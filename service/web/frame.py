@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
-from fastapi import Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader
 from redis.exceptions import RedisError
@@ -205,6 +205,11 @@ def answers_html(request: Request) -> None:
     """Router dependency of the page routes: a :class:`Problem` raised while answering one is shown
     as a page (``service.error_handlers`` asks ``request.state.html_errors``), not problem+json."""
     request.state.html_errors = True
+
+
+def page_router() -> APIRouter:
+    """The router of a page group: its errors are shown as pages (:func:`answers_html`)."""
+    return APIRouter(dependencies=[Depends(answers_html)])
 
 
 def page_session(request: Request) -> tuple[WebSession, ApiKey]:

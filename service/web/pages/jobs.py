@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from service.operations import reports
@@ -14,13 +14,13 @@ from service.web.frame import (
     WEB_PREFIX,
     PageSession,
     ScriptSession,
-    answers_html,
+    page_router,
     render,
     service_state,
 )
 from service.web.views import JOB_STATUS_DETAIL, JOB_STATUS_TEXT, when
 
-router = APIRouter(dependencies=[Depends(answers_html)])
+router = page_router()
 scripts = APIRouter()
 
 

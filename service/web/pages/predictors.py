@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Request, Response
 
 from service.operations.predictors import live_predictors, live_worker_count
-from service.web.frame import PageSession, answers_html, render, service_state
+from service.web.frame import PageSession, page_router, render, service_state
 from service.web.views import predictor_rows
 
-router = APIRouter(dependencies=[Depends(answers_html)])
+router = page_router()
 
 
 @router.get("/predictors")

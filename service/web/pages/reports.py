@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Request, Response
 from markupsafe import Markup
 
 from core.contracts import PredictorInfo, Report, is_sha256_hex
@@ -19,7 +19,7 @@ from service.operations.predictors import live_predictors
 from service.web.frame import (
     WEB_PREFIX,
     PageSession,
-    answers_html,
+    page_router,
     render,
     service_state,
     web_state,
@@ -49,7 +49,7 @@ RECENT_PAGE_SIZE = 25
 SPECTRA_CACHE_SIZE = 32
 LEGEND_GROUPS = 12
 
-router = APIRouter(dependencies=[Depends(answers_html)])
+router = page_router()
 
 
 def spectra_for(request: Request, report: Report) -> tuple[list[ModuleSpectrum] | None, str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -13,7 +13,7 @@ from service.web.frame import (
     HOME,
     SIGN_IN,
     accepted_key_ids,
-    answers_html,
+    page_router,
     read_session,
     render,
     safe_next,
@@ -25,7 +25,7 @@ from service.web.sessions import CSRF_FIELD, SESSION_COOKIE, WebSession, csrf_ma
 SIGN_IN_ATTEMPTS_PER_MINUTE = 20
 """Sign-in attempts per client address per minute (keys are long and random; this bounds noise)."""
 
-router = APIRouter(dependencies=[Depends(answers_html)])
+router = page_router()
 
 
 @router.get("/")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from lora_io import LoraFileError
@@ -16,14 +16,14 @@ from service.web.frame import (
     WEB_PREFIX,
     PageSession,
     ScriptSession,
-    answers_html,
+    page_router,
     render,
     service_state,
 )
 from service.web.sessions import CSRF_HEADER, csrf_matches
 from service.web.views import PROBLEM_HINTS, human_bytes
 
-router = APIRouter(dependencies=[Depends(answers_html)])
+router = page_router()
 scripts = APIRouter()
 
 
