@@ -222,3 +222,45 @@ def test_a_refactor_check_accepts_float_noise_and_nothing_more() -> None:
     moved = {**stored, "auroc": 0.81}
     assert agrees(moved, stored) == ["auroc: 0.81 now, 0.8 stored"]
     assert agrees({k: v for k, v in stored.items() if k != "n_pos"}, stored)  # a metric vanished
+
+
+def test_a_refactor_check_carries_over_only_what_it_reproduces(
+    small_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import refactor_check
+
+    experiments, results = tmp_path / "experiments", tmp_path / "results"
+    experiments.mkdir()
+    e1 = {
+        "zoos": {"digits": str(small_zoo)},
+        "tasks": ["harmful"],
+        "seeds": [0],
+        "train": {"epochs": 2, "batch_size": 16, "lr": 1e-3, "weight_decay": 0.01, "patience": 2},
+        "models": {"norm_stats": {"hparams": {}}},
+    }
+    (experiments / "e1.json").write_text(json.dumps(e1))
+    monkeypatch.setattr(bench_cli, "EXPERIMENTS", experiments)
+    monkeypatch.setattr(bench_cli, "RESULTS", results)
+    monkeypatch.setattr(bench_cli, "MODEL_EXPERIMENTS", {"e1": "e1.json"})
+    monkeypatch.setattr(refactor_check, "MODEL_EXPERIMENTS", {"e1": "e1.json"})
+    bench_cli.run_model_experiments(["e1"], jobs=1)
+    out = results / "e1" / "digits--harmful--norm_stats.json"
+    original = json.loads(out.read_text())
+
+    # a change of code that changes no number: carried over, and the result says how
+    monkeypatch.setattr(bench_cli, "model_code_hash", lambda model: "moved-code")
+    assert bench_cli.outdated_results() == [out]
+    assert refactor_check.verify_refactor() == {"digits/norm_stats": True}
+    doc = json.loads(out.read_text())
+    assert doc["key"]["code"] == "moved-code" and doc["per_seed"] == original["per_seed"]
+    (entry,) = doc["rekeyed"]
+    assert entry["from_code"] == original["key"]["code"] and "seed 0 rerun" in entry["verified_by"]
+    assert bench_cli.outdated_results() == []
+
+    # a stored number the code does not reproduce: nothing is carried over
+    doc["per_seed"][0]["auroc"] = 0.123
+    out.write_text(json.dumps(doc))
+    monkeypatch.setattr(bench_cli, "model_code_hash", lambda model: "changed-code")
+    assert refactor_check.verify_refactor() == {"digits/norm_stats": False}
+    assert json.loads(out.read_text())["key"]["code"] == "moved-code"
+    assert bench_cli.outdated_results() == [out]
