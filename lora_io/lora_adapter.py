@@ -10,6 +10,7 @@ and never an unpickler.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -35,6 +36,7 @@ from lora_io.safetensors_header import (
     MAX_HEADER_BYTES,
     SafetensorsHeader,
     TensorInfo,
+    check_file_size,
     header_length,
     parse_header,
 )
@@ -158,8 +160,7 @@ def load_adapter(
         raise FileTooLargeError(
             f"file is {len(data):,} bytes; adapters are accepted up to {max_file_bytes:,} bytes"
         )
-    header = parse_header(data, len(data), max_header_bytes=max_header_bytes)
-    layout = parse_keys(header.tensors)
+    header, layout = _header_and_layout(data, max_header_bytes)
     cfg = _resolve_config(config, header, layout)
     modules = tuple(
         _read_module(data, header, keys, layout.format, cfg, allow_non_finite)
@@ -223,6 +224,38 @@ def check_adapter(
     cfg = _resolve_config(config, header, layout)
     for keys in layout.modules:
         _module_factors(view, header, keys, layout.format, cfg, False)
+
+
+CACHED_HEADER_BYTES = 1 << 16
+"""Headers up to this size are parsed once per distinct header (see ``_header_and_layout``)."""
+
+
+def _header_and_layout(data: bytes, max_header_bytes: int) -> tuple[SafetensorsHeader, KeyLayout]:
+    """The validated header and key layout of ``data``, a whole file.
+
+    Uploads of one recipe share their header byte for byte (same keys, shapes, dtypes, offsets),
+    and parsing it (JSON, then the key grammar) is most of the cost of reading a small adapter, so
+    small headers are parsed once and looked up by their bytes; the file's size is still checked
+    against the header every time. Errors are never cached: a bad header raises on every read.
+    """
+    n = header_length(data[:16], max_header_bytes=max_header_bytes)
+    if n > CACHED_HEADER_BYTES or len(data) < 8 + n:
+        header = parse_header(data, len(data), max_header_bytes=max_header_bytes)
+        return header, parse_keys(header.tensors)
+    prefix = data[: 8 + n]
+    header = _parse_header_bytes(prefix, max_header_bytes)
+    check_file_size(header, len(data))  # before the keys, in the order an uncached read checks
+    return header, _parse_keys_of(prefix, max_header_bytes)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_header_bytes(prefix: bytes, max_header_bytes: int) -> SafetensorsHeader:
+    return parse_header(prefix, None, max_header_bytes=max_header_bytes)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_keys_of(prefix: bytes, max_header_bytes: int) -> KeyLayout:
+    return parse_keys(_parse_header_bytes(prefix, max_header_bytes).tensors)
 
 
 def _resolve_config(

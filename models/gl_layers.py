@@ -6,6 +6,13 @@ i, ``R_i`` in GL(r) maps ``(U_i, V_i) -> (U_i R_i, V_i R_i^{-T})``. Left and rig
 commute, and gates computed from ``U_i V_i^T`` do not see ``R_i``, hence equivariance. Rank never
 enters a parameter shape, so one instance serves every rank, and mixed ranks via zero padding
 (zero columns stay zero through every layer).
+
+Layout: the trunk's features are rank-major, (L, B, r, h) contiguous: module i's features for the
+whole batch form one (B r, h) matrix (the transposed factors of every adapter stacked), so every
+linear layer is one ``torch.bmm`` over modules with the batch as its rows. Multiplying each adapter
+on its own ((h, n) x (n, r), B times, re-reading the weight each time) is what kept GL-net 40-110x
+off this machine's limit; with the batch stacked the first layer reads P_i once per batch. The
+head turns back to (B, ...).
 """
 
 from __future__ import annotations
@@ -17,7 +24,13 @@ import torch
 from torch import nn
 
 from lora_io.lora_spec import LoraSpec
-from models.lora_batch import LoraBatch, group_to_spec_order, pad_columns, spec_groups
+from models.lora_batch import (
+    LoraBatch,
+    group_to_spec_order,
+    pad_rows,
+    rank_major,
+    spec_groups,
+)
 
 NORM_FLOOR = 1e-8
 """Added to squared norms before the log in ``pool="norms"``: an untrained module (B = 0) gives a
@@ -36,7 +49,8 @@ class GLInputLinear(nn.Module):
     Equivariant to ``(U_i, V_i) -> (U_i R_i, V_i R_i^{-T})``, R_i in GL(r_i) per module:
     ``P_i (U_i R_i) = (P_i U_i) R_i``. No bias (the only GL-fixed vector is 0) and no U/V mixing (the
     standard and dual representations of GL(r) are not isomorphic). Init N(0, 1/n_i), no bias, as in
-    the paper's code. Parameters are stacked per shape group so a group is one batched matmul.
+    the paper's code. Parameters are stacked per shape group, so a group is one ``bmm`` over its modules
+    with the whole batch in the columns.
     """
 
     to_spec_order: torch.Tensor  # buffer
@@ -54,15 +68,26 @@ class GLInputLinear(nn.Module):
         self.register_buffer("to_spec_order", group_to_spec_order(spec), persistent=False)
 
     def forward(self, batch: LoraBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(U, V), both (B, L, h, r_max) in spec order; narrower groups are zero-padded to r_max."""
+        """(U, V), both rank-major (L, B, r_max, h) in spec order; narrow groups zero-padded."""
         r = batch.max_rank
-        groups = batch.groups
-        # (L_g, h, n) @ (B, L_g, n, r_g) -> (B, L_g, h, r_g), zero-padded to (B, L_g, h, r)
-        Us = [pad_columns(P @ g.U, r) for P, g in zip(self.P, groups, strict=True)]
-        Vs = [pad_columns(Q @ g.V, r) for Q, g in zip(self.Q, groups, strict=True)]
-        U = torch.cat(Us, dim=1).index_select(1, self.to_spec_order)  # (B, L, h, r)
-        V = torch.cat(Vs, dim=1).index_select(1, self.to_spec_order)  # (B, L, h, r)
+        Us = [_weigh(P, g.U, r) for P, g in zip(self.P, batch.groups, strict=True)]
+        Vs = [_weigh(Q, g.V, r) for Q, g in zip(self.Q, batch.groups, strict=True)]
+        if len(Us) == 1:  # one shape group: already in spec order
+            return Us[0], Vs[0]
+        U = torch.cat(Us).index_select(0, self.to_spec_order)  # (L, B, r, h)
+        V = torch.cat(Vs).index_select(0, self.to_spec_order)  # (L, B, r, h)
         return U, V
+
+
+def _weigh(weight: torch.Tensor, factor: torch.Tensor, r: int) -> torch.Tensor:
+    """``weight_i @ factor_i`` of every module and adapter, transposed: (L_g, B, r, h), padded to r.
+
+    ``weight``: (L_g, h, n); ``factor``: (B, L_g, n, r_g), a free rank-major view when stored so.
+    """
+    rows = rank_major(factor)  # (L_g, B, r_g, n)
+    lg, b, rg, n = rows.shape
+    out = torch.bmm(rows.view(lg, b * rg, n), weight.mT)  # (L_g, B r_g, h): the batch as rows
+    return pad_rows(out.view(lg, b, rg, -1), r)
 
 
 class GLNonlinearity(nn.Module):
@@ -74,8 +99,9 @@ class GLNonlinearity(nn.Module):
     """
 
     def forward(self, U: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        row_sums = U @ V.sum(dim=-2, keepdim=True).mT  # (B, L, h, 1) = (U V^T) 1
-        col_sums = V @ U.sum(dim=-2, keepdim=True).mT  # (B, L, h, 1) = (U V^T)^T 1
+        # U, V: (L, B, r, h); a row of U_i is a column here
+        row_sums = (U * V.sum(dim=-1, keepdim=True)).sum(dim=-2, keepdim=True)  # (L, B, 1, h)
+        col_sums = (V * U.sum(dim=-1, keepdim=True)).sum(dim=-2, keepdim=True)  # (L, B, 1, h)
         return U * (row_sums > 0).to(U.dtype), V * (col_sums > 0).to(V.dtype)
 
 
@@ -95,8 +121,9 @@ class GLDropout(nn.Module):
             return U, V
         if not self.training:
             return U * (1 - self.p), V * (1 - self.p)
-        keep_u = torch.rand(*U.shape[:-1], 1, device=U.device) > self.p  # (B, L, h, 1)
-        keep_v = torch.rand(*V.shape[:-1], 1, device=V.device) > self.p  # (B, L, h, 1)
+        L, B, _, h = U.shape
+        keep_u = torch.rand(L, B, 1, h, device=U.device) > self.p  # (L, B, 1, h): whole rows of U_i
+        keep_v = torch.rand(L, B, 1, h, device=V.device) > self.p  # (L, B, 1, h)
         return U * keep_u.to(U.dtype), V * keep_v.to(V.dtype)
 
 
@@ -112,7 +139,13 @@ class GLHiddenLinear(nn.Module):
         self.B = _gaussian(n_modules, hidden, hidden)  # (L, h, h)
 
     def forward(self, U: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.A @ U, self.B @ V  # (B, L, h, r) each
+        return _mix_rows(self.A, U), _mix_rows(self.B, V)  # (L, B, r, h) each
+
+
+def _mix_rows(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``weight_i @ x_i`` per module, transposed: (L, h, h), (L, B, r, h) -> (L, B, r, h), one bmm."""
+    lg, b, r, h = x.shape
+    return torch.bmm(x.reshape(lg, b * r, h), weight.mT).view(lg, b, r, -1)
 
 
 class GLHiddenBlock(nn.Module):
@@ -171,17 +204,25 @@ class GLInvariantHead(nn.Module):
         self.linear2 = nn.Linear(head_dim, out_features)
 
     def invariant_features(self, U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-        """The GL-invariant features fed to the MLP, (B, L*h*h), (B, L) or (B, L*(2h+1))."""
+        """The GL-invariant features fed to the MLP, (B, L*h*h), (B, L) or (B, L*(2h+1)).
+
+        ``U``, ``V``: rank-major (L, B, r, h), as the trunk leaves them.
+        """
         if self.pool == "mean":
-            h = U.shape[-2]
-            return (U.sum(dim=-2) * V.sum(dim=-2)).sum(dim=-1) / (h * h)  # (B, L)
+            h = U.shape[-1]
+            return (U.sum(dim=-1) * V.sum(dim=-1)).sum(dim=-1).T / (h * h)  # (L, B) -> (B, L)
+        L, B, r, h = U.shape
+        Ut, Vt = U.reshape(L * B, r, h), V.reshape(L * B, r, h)  # U_i^T, V_i^T of every adapter
         if self.pool == "norms":
-            rows = ((U @ (V.mT @ V)) * U).sum(dim=-1)  # (B, L, h): ||F e_a^T||^2 per row a
-            cols = ((V @ (U.mT @ U)) * V).sum(dim=-1)  # (B, L, h): ||F e_j||^2 per column j
-            frob = rows.sum(dim=-1, keepdim=True)  # (B, L, 1): ||F||_F^2
-            squares = torch.cat([rows, cols, frob], dim=-1).clamp_min(0)  # (B, L, 2h+1)
-            return 0.5 * torch.log(squares + NORM_FLOOR).flatten(start_dim=1)  # (B, L*(2h+1))
-        return (U @ V.mT).flatten(start_dim=1)  # (B, L, h, h) -> (B, L*h*h)
+            # ||F e_a^T||^2 = u_a^T (V^T V) u_a: with U^T stacked, (V^T V) U^T then a column sum
+            rows = ((Vt @ Vt.mT @ Ut) * Ut).sum(dim=-2).view(L, B, h)  # per row a of F
+            cols = ((Ut @ Ut.mT @ Vt) * Vt).sum(dim=-2).view(L, B, h)  # per column j of F
+            frob = rows.sum(dim=-1, keepdim=True)  # (L, B, 1): ||F||_F^2
+            squares = torch.cat([rows, cols, frob], dim=-1).clamp_min(0)  # (L, B, 2h+1)
+            features = 0.5 * torch.log(squares + NORM_FLOOR)
+            return features.transpose(0, 1).reshape(B, -1)  # (B, L*(2h+1))
+        F = (Ut.mT @ Vt).view(L, B, h, h)  # U_i V_i^T
+        return F.transpose(0, 1).reshape(B, -1)  # (B, L*h*h)
 
     def forward(self, U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
         x = self.dropout(self.invariant_features(U, V))

@@ -79,18 +79,23 @@ class GLNet(nn.Module):
         )
         self.register_buffer("input_scale", torch.ones(n_modules))  # (L,) fitted ||U_i V_i^T||_F
 
-    def equivariant_features(self, batch: LoraBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """The equivariant trunk: (U, V), each (B, L, h, r_max), before the invariant head."""
+    def trunk(self, batch: LoraBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The equivariant trunk: (U, V), each rank-major (L, B, r_max, h), before the head."""
         check_spec(self.spec, batch)
-        U, V = self.input_layer(batch)  # (B, L, h, r)
-        root = self.input_scale.sqrt().to(U.dtype)[None, :, None, None]  # (1, L, 1, 1)
+        U, V = self.input_layer(batch)  # (L, B, r, h)
+        root = self.input_scale.sqrt().to(U.dtype)[:, None, None, None]  # (L, 1, 1, 1)
         U, V = U / root, V / root
         for block in self.blocks:
-            U, V = block(U, V)  # (B, L, h, r)
+            U, V = block(U, V)  # (L, B, r, h)
         return U, V
 
+    def equivariant_features(self, batch: LoraBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The trunk's (U, V) as (B, L, h, r_max) views, the shape the symmetry acts on."""
+        U, V = self.trunk(batch)
+        return U.permute(1, 0, 3, 2), V.permute(1, 0, 3, 2)
+
     def forward(self, batch: LoraBatch) -> torch.Tensor:
-        return self.head(*self.equivariant_features(batch))  # (B, out)
+        return self.head(*self.trunk(batch))  # (B, out)
 
     @torch.no_grad()
     def fit_to_data(self, batch: LoraBatch) -> None:

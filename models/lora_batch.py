@@ -2,7 +2,13 @@
 
 Modules of identical (out, in) shape form a ``ShapeGroup`` whose factors are stacked as
 ``U: (B, L_g, n, r_max)`` and ``V: (B, L_g, m, r_max)``, so a model handles a group with one einsum
-instead of a Python loop over modules. Ranks are free to differ per adapter and per module: the
+instead of a Python loop over modules. The constructors store them rank-major: the memory is laid
+out as (L_g, B, r_max, n), each module's transposed factors of the whole batch one after another, so
+``rank_major(U)`` is a free view whose (B * r_max, n) slices hold the batch as the rows of one matrix
+per module. A layer that multiplies every factor by a weight (GL-net's ``P_i U_i``) then runs one
+(B r, n) x (n, h) product per module that reads its weight once, instead of B skinny (h, n) x (n, r)
+products that re-read it. It is also how PEFT stores ``lora_A`` (r, in), so packing V from a file is
+a straight copy. The logical shape, and so every model's maths, is unchanged. Ranks are free to differ per adapter and per module: the
 extra rank columns are zero. Zero columns add nothing to ``U V^T``, so padding is exact for every
 GL-invariant model (``gl_net``, ``mlp_dense``, ``mlp_svd``, ``norm_stats``). It is not exact for
 models that read raw factors (``mlp``, ``transformer``) or align them (``mlp_oalign``): for those a
@@ -68,6 +74,30 @@ def check_spec(expected: LoraSpec, batch: LoraBatch) -> None:
             f"batch has spec fingerprint {batch.spec.fingerprint} ({len(batch.spec)} modules) but the "
             f"model was built for {expected.fingerprint} ({len(expected)} modules)"
         )
+
+
+def rank_major(x: torch.Tensor) -> torch.Tensor:
+    """(B, L_g, n, r) -> (L_g, B, r, n), contiguous: a view when ``x`` is stored rank-major, else a copy."""
+    return x.permute(1, 0, 3, 2).contiguous()
+
+
+def from_rank_major(x: torch.Tensor) -> torch.Tensor:
+    """(L_g, B, r, n) -> the (B, L_g, n, r) view of the same memory (the inverse of ``rank_major``)."""
+    return x.permute(1, 0, 3, 2)
+
+
+def stored_rank_major(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, L_g, n, r) unchanged in value, stored rank-major (a copy only when it is not)."""
+    return from_rank_major(rank_major(x))
+
+
+def pad_rows(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero-pad the second-to-last dimension of ``x`` up to ``size`` (a rank-major factor's rank)."""
+    if x.shape[-2] == size:
+        return x
+    if x.shape[-2] > size:
+        raise ValueError(f"cannot pad {x.shape[-2]} rows down to {size}")
+    return F.pad(x, (0, 0, 0, size - x.shape[-2]))
 
 
 def pad_columns(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -200,19 +230,28 @@ class LoraBatch:
 
     def select(self, index: Sequence[int] | torch.Tensor | slice) -> LoraBatch:
         """A sub-batch (e.g. a minibatch); ranks and padding are kept."""
-        if not isinstance(index, slice):
-            index = torch.as_tensor(index, dtype=torch.long, device=self.device)
+        if isinstance(index, slice):
+            index = torch.arange(self.batch_size, device=self.device)[index]
+        index = torch.as_tensor(index, dtype=torch.long, device=self.device)
+
+        def take(
+            x: torch.Tensor,
+        ) -> torch.Tensor:  # (B, L_g, n, r) -> (B', L_g, n, r), rank-major
+            return from_rank_major(rank_major(x).index_select(1, index))
+
         groups = tuple(
-            dataclasses.replace(g, U=g.U[index], V=g.V[index], ranks=g.ranks[index])
+            dataclasses.replace(g, U=take(g.U), V=take(g.V), ranks=g.ranks[index])
             for g in self.groups
         )
         return LoraBatch(self.spec, groups)
 
     def pad_rank(self, r: int) -> LoraBatch:
         """Every group zero-padded to ``r`` columns (same deltas, same declared ranks)."""
-        return self.with_factors(
-            [pad_columns(g.U, r) for g in self.groups], [pad_columns(g.V, r) for g in self.groups]
-        )
+
+        def pad(x: torch.Tensor) -> torch.Tensor:
+            return from_rank_major(pad_rows(rank_major(x), r))
+
+        return self.with_factors([pad(g.U) for g in self.groups], [pad(g.V) for g in self.groups])
 
     @classmethod
     def cat(cls, batches: Sequence[LoraBatch]) -> LoraBatch:
@@ -231,8 +270,8 @@ class LoraBatch:
             groups.append(
                 dataclasses.replace(
                     parts[0],
-                    U=torch.cat([pad_columns(p.U, r) for p in parts]),
-                    V=torch.cat([pad_columns(p.V, r) for p in parts]),
+                    U=_cat_rank_major([p.U for p in parts], r),
+                    V=_cat_rank_major([p.V for p in parts], r),
                     ranks=torch.cat([p.ranks for p in parts]),
                 )
             )
@@ -278,6 +317,7 @@ class LoraBatch:
             idx = sg.module_index
             U = torch.stack([pad_columns(Us[i], r) for i in idx], dim=1)  # (B, L_g, n, r)
             V = torch.stack([pad_columns(Vs[i], r) for i in idx], dim=1)  # (B, L_g, m, r)
+            U, V = stored_rank_major(U), stored_rank_major(V)
             group_ranks = ranks[:, list(idx)].to(U.device)  # (B, L_g)
             groups.append(ShapeGroup(sg.out_features, sg.in_features, idx, U, V, group_ranks))
         return cls(spec, tuple(groups))
@@ -295,6 +335,7 @@ class LoraBatch:
         if not factors:
             raise ValueError("a LoraBatch needs at least one adapter")
         groups = []
+        pack_dtype = np.float64 if dtype == torch.float64 else np.float32
         for sg in spec_groups(spec):
             n, m, idx = sg.out_features, sg.in_features, sg.module_index
             ranks = torch.zeros(len(factors), len(idx), dtype=torch.long)
@@ -318,13 +359,16 @@ class LoraBatch:
                         )
                     ranks[b, j] = int(u.shape[1])
             r = int(ranks.max())
-            U = torch.zeros(len(factors), len(idx), n, r, dtype=dtype)  # (B, L_g, n, r_max)
-            V = torch.zeros(len(factors), len(idx), m, r, dtype=dtype)  # (B, L_g, m, r_max)
+            # packed in numpy (a copy per factor costs ~1 us there, ~5 us as a torch op)
+            Ut = np.zeros((len(idx), len(factors), r, n), dtype=pack_dtype)  # (L_g, B, r, n)
+            Vt = np.zeros((len(idx), len(factors), r, m), dtype=pack_dtype)  # (L_g, B, r, m)
             for b, adapter in enumerate(factors):
                 for j, i in enumerate(idx):
                     u, v = adapter[i]
-                    U[b, j, :, : u.shape[1]] = torch.as_tensor(u).to(dtype)
-                    V[b, j, :, : v.shape[1]] = torch.as_tensor(v).to(dtype)
+                    Ut[j, b, : u.shape[1]] = _as_numpy(u).T
+                    Vt[j, b, : v.shape[1]] = _as_numpy(v).T
+            U = from_rank_major(torch.from_numpy(Ut).to(dtype))  # (B, L_g, n, r)
+            V = from_rank_major(torch.from_numpy(Vt).to(dtype))  # (B, L_g, m, r)
             groups.append(ShapeGroup(n, m, idx, U, V, ranks))
         batch = cls(spec, tuple(groups))
         return batch.to(device) if device is not None else batch
@@ -354,3 +398,12 @@ class LoraBatch:
                 )
         factors = [[(mod.U, mod.V) for mod in adapter.modules] for adapter in adapters]
         return cls.from_factors(spec, factors, dtype=dtype, device=device)
+
+
+def _cat_rank_major(parts: Sequence[torch.Tensor], r: int) -> torch.Tensor:
+    """Concatenate (B_k, L_g, n, r_k) tensors along B, padded to r columns, stored rank-major."""
+    return from_rank_major(torch.cat([pad_rows(rank_major(p), r) for p in parts], dim=1))
+
+
+def _as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)

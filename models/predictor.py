@@ -14,6 +14,7 @@ of the spec it was trained for; anything else raises ``CheckpointSpecError``.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -193,17 +194,27 @@ class Predictor:
             adapters = list(adapters)
             for k, adapter in enumerate(adapters):
                 self.check_spec(adapter.spec, f"adapter {k}")
-            raw = [
-                self.model(
-                    LoraBatch.from_adapters(
-                        adapters[i : i + batch_size],
+            if not adapters:
+                return np.zeros((0, self.config.out_features))
+            # One pass per widest rank: a rank-4 adapter batched with a rank-16 one would be
+            # zero-padded to 16 columns, quadrupling the first layer's work for nothing.
+            order = sorted(range(len(adapters)), key=lambda k: max(adapters[k].ranks))
+            raw, rows = [], []
+            for _, same in itertools.groupby(order, key=lambda k: max(adapters[k].ranks)):
+                same = list(same)
+                for i in range(0, len(same), batch_size):
+                    chunk = same[i : i + batch_size]
+                    batch = LoraBatch.from_adapters(
+                        [adapters[k] for k in chunk],
                         self.config.spec,
                         dtype=param.dtype,
                         device=param.device,
                     )
-                )
-                for i in range(0, len(adapters), batch_size)
-            ]
+                    raw.append(self.model(batch))
+                    rows += chunk
+            out = torch.empty(len(adapters), raw[0].shape[1], dtype=raw[0].dtype)
+            out[torch.tensor(rows)] = torch.cat(raw).to("cpu")
+            return self.to_user_units(out)
         if not raw:
             return np.zeros((0, self.config.out_features))
         return self.to_user_units(torch.cat(raw))

@@ -1,7 +1,8 @@
 """GL-net: every layer equivariant, the model invariant, any rank, mixed ranks exact.
 
 Symmetry: per module, (U_i, V_i) -> (U_i R_i, V_i R_i^{-T}) with R_i well conditioned (orthogonal
-times diag(exp(uniform(-1, 1)))), checked in float64 to 1e-9 relative.
+times diag(exp(uniform(-1, 1)))), checked in float64 to 1e-9 relative. The layers take and return
+rank-major (L, B, r, h) features; the checks act on them in (B, L, h, r) order.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from models.gl_layers import (
     GLNonlinearity,
 )
 from models.gl_net import GLNet, GLNetConfig
-from models.lora_batch import LoraBatch, spec_groups
+from models.gl_net_reference import batch_major_forward
+from models.lora_batch import LoraBatch, rank_major, spec_groups
 from models.symmetry import (
     act_gl,
     act_non_symmetry,
@@ -37,14 +39,33 @@ TOL = 1e-9
 B, L, H, R = 3, 4, 8, 5
 
 
+def to_rank_major(t: torch.Tensor) -> torch.Tensor:
+    return t.permute(1, 0, 3, 2).contiguous()  # (B, L, h, r) -> (L, B, r, h)
+
+
+def to_batch_order(t: torch.Tensor) -> torch.Tensor:
+    return t.permute(1, 0, 3, 2)  # (L, B, r, h) -> (B, L, h, r)
+
+
+def in_batch_order(layer):
+    """``layer`` as a map of (B, L, h, r) factors (it computes on rank-major ones)."""
+
+    def apply(U: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out_u, out_v = layer(to_rank_major(U), to_rank_major(V))
+        return to_batch_order(out_u), to_batch_order(out_v)
+
+    return apply
+
+
 def equivariance_error(layer, U: torch.Tensor, V: torch.Tensor, seed: int = 0) -> float:
     """max relative error of layer(U R, V R^-T) against layer(U, V) acted on by the same R."""
     g = torch.Generator().manual_seed(seed)
     Rm = sample_gl(*U.shape[:2], r=U.shape[-1], generator=g)
+    apply = in_batch_order(layer)
     torch.manual_seed(1)  # same dropout masks on both sides in training mode
-    out_u, out_v = act_on_factors(*layer(U, V), Rm)
+    out_u, out_v = act_on_factors(*apply(U, V), Rm)
     torch.manual_seed(1)
-    moved_u, moved_v = layer(*act_on_factors(U, V, Rm))
+    moved_u, moved_v = apply(*act_on_factors(U, V, Rm))
     return max(relative_change(out_u, moved_u), relative_change(out_v, moved_v))
 
 
@@ -80,7 +101,7 @@ def test_layer_is_gl_equivariant(layer):
 def test_nonlinearity_gates_are_those_of_the_dense_row_and_column_sums():
     U, V = trunk_inputs(1)
     M = U @ V.mT  # (B, L, h, h), formed here only to check the fast path
-    gated_u, gated_v = GLNonlinearity()(U, V)
+    gated_u, gated_v = in_batch_order(GLNonlinearity())(U, V)
     assert torch.equal(gated_u, U * (M.sum(-1, keepdim=True) > 0))
     assert torch.equal(gated_v, V * (M.sum(-2).unsqueeze(-1) > 0))
     assert 0 < int((gated_u == 0).all(-1).sum()) < B * L * H  # some rows gated, not all
@@ -89,9 +110,9 @@ def test_nonlinearity_gates_are_those_of_the_dense_row_and_column_sums():
 def test_dropout_is_non_inverted_row_masking():
     U, V = trunk_inputs(2)
     drop = GLDropout(0.25)
-    eval_u, _ = drop.eval()(U, V)
+    eval_u, _ = in_batch_order(drop.eval())(U, V)
     assert torch.allclose(eval_u, 0.75 * U)
-    train_u, _ = drop.train()(U, V)
+    train_u, _ = in_batch_order(drop.train())(U, V)
     kept = (train_u == U).all(-1)  # (B, L, h): a row is kept whole or zeroed whole
     assert torch.all(kept | (train_u == 0).all(-1))
 
@@ -103,8 +124,8 @@ def test_input_layer_is_gl_equivariant(small_spec):
     Rm = torch.empty(B, len(small_spec), R, R, dtype=torch.float64)  # spec order
     for g, Rg in zip(batch.groups, Rs, strict=True):
         Rm[:, list(g.module_index)] = Rg
-    out_u, out_v = act_on_factors(*layer(batch), Rm)
-    moved_u, moved_v = layer(act_gl(batch, Rs))
+    out_u, out_v = act_on_factors(*map(to_batch_order, layer(batch)), Rm)
+    moved_u, moved_v = map(to_batch_order, layer(act_gl(batch, Rs)))
     assert max(relative_change(out_u, moved_u), relative_change(out_v, moved_v)) < TOL
 
 
@@ -113,7 +134,14 @@ def test_invariant_head_is_invariant():
     for pool in ("flatten", "mean", "norms"):
         head = GLInvariantHead(L, H, 32, 3, dropout=0.1, pool=pool).double().eval()
         Rm = sample_gl(B, L, r=R, generator=torch.Generator().manual_seed(5))
-        assert relative_change(head(U, V), head(*act_on_factors(U, V, Rm))) < TOL
+        moved = act_on_factors(U, V, Rm)
+        assert (
+            relative_change(
+                head(to_rank_major(U), to_rank_major(V)),
+                head(*map(to_rank_major, moved)),
+            )
+            < TOL
+        )
 
 
 @pytest.mark.parametrize("n_layers", [1, 2, 3])
@@ -141,7 +169,7 @@ def test_nonlinearity_is_active_in_a_deep_gl_net(small_spec):
     model = GLNet(small_spec, 1, GLNetConfig(hidden=H, n_layers=3)).double().eval()
     U, V = model.input_layer(batch)
     gated_u, _ = GLNonlinearity()(U, V)
-    frac = float((gated_u == 0).all(-1).double().mean())
+    frac = float((gated_u == 0).all(-2).double().mean())  # a row of U_i is a column here
     assert 0.05 < frac < 0.95
 
 
@@ -244,3 +272,44 @@ def test_every_layer_states_the_group_action_it_respects(layer):
         r"(Equivariant|Invariant) to ``\(U(_i)?, V(_i)?\) -> \(U(_i)? R(_i)?, V(_i)? R(_i)?\^\{-T\}\)``",
         doc,
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n_layers", [1, 2, 3])
+@pytest.mark.parametrize("pool", ["flatten", "mean", "norms"])
+def test_rank_major_layout_equals_the_batch_major_computation(small_spec, dtype, n_layers, pool):
+    """Same outputs and same gradients (what training sees) as before the layout change, on mixed
+    ranks and several shape groups, to float round-off."""
+    ranks = [[1, 4, 7, 2], [6, 1, 3, 5], [2, 2, 2, 2], [4, 4, 4, 4], [3, 8, 1, 1]]
+    factors = random_lora_factors(small_spec, ranks, seed=11, dtype=dtype, std=0.1)
+    batch = LoraBatch.from_factors(small_spec, factors, dtype=dtype)
+    config = GLNetConfig(hidden=H, n_layers=n_layers, head_dim=32, pool=pool)
+    model = GLNet(small_spec, 3, config).to(dtype).eval()
+    model.fit_to_data(batch)
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    out, reference = model(batch), batch_major_forward(model, batch)
+    assert relative_change(reference, out) < tol
+    grads = torch.autograd.grad(out.square().sum(), list(model.parameters()))
+    ref_grads = torch.autograd.grad(reference.square().sum(), list(model.parameters()))
+    for grad, ref_grad in zip(grads, ref_grads, strict=True):
+        assert relative_change(ref_grad, grad) < tol * 10
+
+
+def test_batches_are_stored_rank_major_so_the_batch_is_one_matrix_per_module(small_spec):
+    """Every way of making a batch keeps (L_g, B, r, n) storage: GL-net's first layer then reads
+    the factors in place (no copy) as one (B r, n) matrix per module."""
+    batch = random_lora_batch(small_spec, 6, [[1, 4, 2, 3]] * 6, seed=12)
+    made = {
+        "from_factors": batch,
+        "select": batch.select([4, 0, 2]),
+        "slice": batch.select(slice(1, 5)),
+        "cat": LoraBatch.cat([batch.select([1]), batch]),
+        "pad_rank": batch.pad_rank(9),
+        "to": batch.to(torch.float64),
+    }
+    for name, b in made.items():
+        for g in b.groups:
+            for x in (g.U, g.V):
+                assert rank_major(x).data_ptr() == x.data_ptr(), name
+    assert torch.equal(made["select"].groups[0].U, batch.groups[0].U[[4, 0, 2]])
+    assert torch.equal(made["slice"].groups[1].V, batch.groups[1].V[1:5])

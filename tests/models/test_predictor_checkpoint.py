@@ -187,7 +187,8 @@ def test_predict_on_loaded_adapter_files(tmp_path):
     predictor = load_predictor(tmp_path / "ckpt")
     probs = predictor.predict(adapters)
     assert probs.shape == (3, 1) and np.all((probs > 0) & (probs < 1))
-    np.testing.assert_array_equal(probs, predictor.predict(batch))
+    # adapters run in one pass per widest rank, the batch in one pass: equal to round-off
+    np.testing.assert_allclose(probs, predictor.predict(batch), rtol=1e-6)
     other = write_peft_adapter(tmp_path / "other", rows[:1], 2, 9)
     with pytest.raises(CheckpointSpecError, match=other.spec.fingerprint):
         predictor.predict([adapters[0], other])
