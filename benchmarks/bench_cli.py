@@ -248,6 +248,10 @@ def e3_key(spec: dict[str, Any]) -> dict[str, Any]:
     return {"spec": spec_hash(spec), "code": code_hash(("models",))}
 
 
+def roofline_spec() -> dict[str, Any]:
+    return json.loads((EXPERIMENTS / "e3_roofline.json").read_text())
+
+
 def e4_key(zoo_hash_: str) -> dict[str, Any]:
     return {"zoo": zoo_hash_, "code": code_hash(("models", "lora_io"))}
 
@@ -281,13 +285,20 @@ def outdated_results() -> list[Path]:
         for out, key, _ in model_cells(experiment, spec_file)
         if out.is_file() and not is_current(out, key)
     ]
-    e3 = RESULTS / "e3" / "e3_timing.json"
-    if e3.is_file() and not is_current(e3, e3_key(e3_spec())):
-        stale.append(e3)
+    for out, spec_of in (
+        (RESULTS / "e3" / "e3_timing.json", e3_spec),
+        (RESULTS / "e3" / "e3_roofline.json", roofline_spec),
+    ):
+        if out.is_file() and not is_current(out, e3_key(spec_of())):
+            stale.append(out)
     for zoo_name in E4_ZOOS:
         out, zh = RESULTS / "e4" / f"{zoo_name}.json", zoo_hash(REPO / "zoos" / zoo_name)
         if out.is_file() and zh is not None and not is_current(out, e4_key(zh)):
             stale.append(out)
+    worker = RESULTS / "e4_worker" / "minilm-topics.json"
+    zh = zoo_hash(REPO / "zoos" / "minilm-topics")
+    if worker.is_file() and zh is not None and not is_current(worker, e4_worker_key(zh)):
+        stale.append(worker)
     for zoo_name in E6_ZOOS:
         out, zh = RESULTS / "e6" / f"{zoo_name}.json", zoo_hash(REPO / "zoos" / zoo_name)
         if out.is_file() and zh is not None and not is_current(out, e6_key(zh)):
@@ -296,16 +307,20 @@ def outdated_results() -> list[Path]:
 
 
 def run_e3() -> None:
-    from benchmarks import e3_timing
+    """E3's timing table and its roofline (GL-net against the machine's measured limit)."""
+    from benchmarks import e3_roofline, e3_timing
 
-    spec = e3_spec()
-    out = RESULTS / "e3" / "e3_timing.json"
-    key = e3_key(spec)
-    if is_current(out, key):
-        log.info("e3: current")
-        return
-    write_result(out, key, {"experiment": "e3", **e3_timing.run(spec)})
-    log.info("e3: wrote %s", out)
+    for name, spec, run in (
+        ("e3_timing", e3_spec(), e3_timing.run),
+        ("e3_roofline", roofline_spec(), e3_roofline.run),
+    ):
+        out = RESULTS / "e3" / f"{name}.json"
+        key = e3_key(spec)
+        if is_current(out, key):
+            log.info("%s: current", name)
+            continue
+        write_result(out, key, {"experiment": "e3", **run(spec)})
+        log.info("%s: wrote %s", name, out)
 
 
 def zoo_results(
@@ -336,6 +351,24 @@ def run_e4() -> None:
             out, key, {"experiment": "e4", "zoo": zoo_name, **e4_speedup.run(str(zoo_dir))}, zoo_dir
         )
         log.info("e4: wrote %s", out)
+
+
+def e4_worker_key(zoo_hash_: str) -> dict[str, Any]:
+    return {
+        "zoo": zoo_hash_,
+        "predictors": predictors_hash(),
+        "code": code_hash(("models", "lora_io", "workers", "service", "core", "harness")),
+    }
+
+
+def run_e4_worker() -> None:
+    """The worker's jobs per second at batch 1 and 16 (E4's service side), on minilm-topics."""
+    from benchmarks import e4_worker_batches
+
+    for zoo_name, zoo_dir, out, key in zoo_results("e4_worker", ("minilm-topics",), e4_worker_key):
+        result = {"experiment": "e4_worker", "zoo": zoo_name, **e4_worker_batches.run(str(zoo_dir))}
+        write_result(out, key, result, zoo_dir)
+        log.info("e4 worker: wrote %s", out)
 
 
 def run_e6(zoos: set[str] | None = None) -> None:
@@ -394,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             run_e3()
         if "e4" in only:
             run_e4()
+            run_e4_worker()
         if "e6" in only:
             run_e6(set(args.zoo or ()))
         experiments = [e for e in MODEL_EXPERIMENTS if e in only]

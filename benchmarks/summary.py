@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks.roofline_report import roofline_plot, roofline_table
+
 MODELS = ("gl_net", "mlp", "mlp_dense", "mlp_svd", "mlp_oalign", "transformer", "norm_stats", "w2t")
 HEADLINE = {
     "quality": ("r2", "R^2"),
@@ -182,13 +184,51 @@ def e4_table(results: list[dict[str, Any]]) -> list[str]:
     if not results:
         return ["_no results yet_"]
     lines = [
-        "| zoo | LoRAs | median standard eval (s) | median GL-net read + predict (s) | speed-up |",
-        "| --- | --- | --- | --- | --- |",
+        "Per LoRA, 1 CPU thread: read + validate the file, pack, predict with the shipped harmful "
+        "predictor (or an untrained GL-net where none ships). Floor = file bytes / read bandwidth + "
+        "forward FLOPs / peak GEMM rate, measured in the same run.",
+        "",
+        "| zoo | predictor | standard eval (s) | batch 1 | batch 16 | batch 64 | speed-up (best) | floor (speed-up at floor) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
-        lines.append(
-            f"| {r['zoo']} | {r['n']} | {r['median_standard_eval_s']:.3f} | {r['median_glnet_read_and_predict_s'] * 1e3:.2f} ms | {r['speedup']:,.0f}x |"
+        by = r.get("by_batch", {})
+
+        def cell(b: str, by: dict[str, Any] = by, r: dict[str, Any] = r) -> str:
+            if b not in by:
+                return "-"
+            t = by[b]["read_and_predict_s"]
+            return f"{t * 1e3:.2f} ms (read {by[b]['read_s'] * 1e3:.2f}), {r['median_standard_eval_s'] / t:,.0f}x"
+
+        floor = r.get("floor")
+        floor_text = (
+            f"{(floor['read_s'] + floor['forward_s']) * 1e6:.0f} us ({r['speedup_at_floor']:,.0f}x)"
+            if floor
+            else "-"
         )
+        lines.append(
+            f"| {r['zoo']} | {r.get('predictor', '?')} | {r['median_standard_eval_s']:.3f} | {cell('1')} | "
+            f"{cell('16')} | {cell('64')} | {r['speedup']:,.0f}x | {floor_text} |"
+        )
+    return lines
+
+
+def e4_worker_table(results: list[dict[str, Any]]) -> list[str]:
+    if not results:
+        return ["_no results yet_"]
+    lines = [
+        "One resident worker (1 torch thread) through the real stack, queue filled while it was paused, "
+        "shipped predictors; overhead = time per job minus `vet_batch`'s own time per job at that batch size.",
+        "",
+        "| zoo | batch | jobs/s | ms per job | of which vet_batch | worker overhead per job |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        for b, row in r["by_batch"].items():
+            lines.append(
+                f"| {r['zoo']} | {b} | {row['jobs_per_s']:.1f} | {row['seconds_per_job'] * 1e3:.1f} | "
+                f"{row['vet_batch_seconds_per_job'] * 1e3:.1f} | {row['overhead_seconds_per_job'] * 1e3:.1f} |"
+            )
     return lines
 
 
@@ -407,10 +447,15 @@ def carried_over_lines(results: list[dict[str, Any]]) -> list[str]:
 def write_summary(results_dir: Path, outdated: list[str] | None = None) -> Path:
     e1, e2, e5 = _load(results_dir / "e1"), _load(results_dir / "e2"), _load(results_dir / "e5")
     e3_list, e4 = _load(results_dir / "e3"), _load(results_dir / "e4")
-    e3 = e3_list[0] if e3_list else None
+    e3 = next((r for r in e3_list if "machine" not in r), None)  # the timing table
+    roofline = next((r for r in e3_list if "machine" in r), None)
     e6 = _load_e6(results_dir / "e6")
     e7 = _load(results_dir / "e7")
-    plots = _plots(results_dir, e2, e3) + _e6_plots(results_dir, e6)
+    plots = (
+        _plots(results_dir, e2, e3)
+        + roofline_plot(results_dir, roofline)
+        + _e6_plots(results_dir, e6)
+    )
     shas = sorted(
         {
             (r.get("provenance") or {}).get("git_sha") or "?"
@@ -425,7 +470,9 @@ def write_summary(results_dir: Path, outdated: list[str] | None = None) -> Path:
              "### E1 against the goals", "", *goals_table(e1), "",
              "## E2: rank generalisation", "", *e2_table(e2), "",
              "## E3: time per LoRA across GPT-3 sizes", "", *e3_table(e3), "",
+             "### E3 roofline: GL-net against this machine's limit", "", *roofline_table(roofline), "",
              "## E4: speed-up against standard evaluation", "", *e4_table(e4), "",
+             "### E4, the service side: the worker's batches", "", *e4_worker_table(_load(results_dir / "e4_worker")), "",
              "## E5 (beyond the paper): quality read through the task", "",
              "A model learns the membership labels from the weights; a ridge map from the train split's true labels to quality "
              "(chosen on val) turns its predictions into quality. Test split, 3 seeds.", "", *e5_table(e5, e1), "",

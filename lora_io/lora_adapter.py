@@ -332,8 +332,15 @@ def _read_module(
     a, b, kind, kernel, alpha, scale = _module_factors(
         data, header, keys, fmt, cfg, allow_non_finite
     )
-    U = (b.astype(np.float64) * scale).astype(np.float32)  # (out, r)
-    V = np.ascontiguousarray(a.astype(np.float32).T)  # (in, r)
+    if scale == 1.0:
+        U = b.astype(np.float32)  # (out, r)
+    elif float(np.float32(scale)) == scale:
+        # b and scale are exact in float32, so their float64 product is exact and one float32
+        # multiply rounds it the same way: the float64 round trip, in one op fewer
+        U = b.astype(np.float32) * np.float32(scale)
+    else:
+        U = (b.astype(np.float64) * scale).astype(np.float32)
+    V = np.array(a.T, dtype=np.float32, order="C")  # (in, r)
     return LoraModule(keys.name, U, V, float(scale), alpha, kind, kernel)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from models.gl_layers import NORM_FLOOR
+from models.gl_layers import NORM_FLOOR, GLHiddenBlock
 from models.gl_net import GLNet
 from models.lora_batch import LoraBatch, pad_columns
 
@@ -28,6 +28,7 @@ def batch_major_forward(model: GLNet, batch: LoraBatch) -> torch.Tensor:
     U, V = U / root, V / root
     keep = 1 - model.config.dropout
     for block in model.blocks:
+        assert isinstance(block, GLHiddenBlock)
         row_sums = U @ V.sum(dim=-2, keepdim=True).mT  # (B, L, h, 1) = (U V^T) 1
         col_sums = V @ U.sum(dim=-2, keepdim=True).mT  # (B, L, h, 1) = (U V^T)^T 1
         U, V = U * (row_sums > 0) * keep, V * (col_sums > 0) * keep

@@ -189,35 +189,34 @@ class Predictor:
             chunks = [
                 batch.select(slice(i, i + batch_size)) for i in range(0, len(batch), batch_size)
             ]
-            raw = [self.model(chunk) for chunk in chunks]
-        else:
-            adapters = list(adapters)
-            for k, adapter in enumerate(adapters):
-                self.check_spec(adapter.spec, f"adapter {k}")
-            if not adapters:
+            if not chunks:
                 return np.zeros((0, self.config.out_features))
-            # One pass per widest rank: a rank-4 adapter batched with a rank-16 one would be
-            # zero-padded to 16 columns, quadrupling the first layer's work for nothing.
-            order = sorted(range(len(adapters)), key=lambda k: max(adapters[k].ranks))
-            raw, rows = [], []
-            for _, same in itertools.groupby(order, key=lambda k: max(adapters[k].ranks)):
-                same = list(same)
-                for i in range(0, len(same), batch_size):
-                    chunk = same[i : i + batch_size]
-                    batch = LoraBatch.from_adapters(
-                        [adapters[k] for k in chunk],
-                        self.config.spec,
-                        dtype=param.dtype,
-                        device=param.device,
-                    )
-                    raw.append(self.model(batch))
-                    rows += chunk
-            out = torch.empty(len(adapters), raw[0].shape[1], dtype=raw[0].dtype)
-            out[torch.tensor(rows)] = torch.cat(raw).to("cpu")
-            return self.to_user_units(out)
-        if not raw:
+            return self.to_user_units(torch.cat([self.model(chunk) for chunk in chunks]))
+        adapters = list(adapters)
+        for k, adapter in enumerate(adapters):
+            self.check_spec(adapter.spec, f"adapter {k}")
+        if not adapters:
             return np.zeros((0, self.config.out_features))
-        return self.to_user_units(torch.cat(raw))
+        # One pass per widest rank: a rank-4 adapter batched with a rank-16 one would be
+        # zero-padded to 16 columns, quadrupling the first layer's work for nothing.
+        order = sorted(range(len(adapters)), key=lambda k: max(adapters[k].ranks))
+        raw: list[torch.Tensor] = []
+        rows: list[int] = []
+        for _, group in itertools.groupby(order, key=lambda k: max(adapters[k].ranks)):
+            same = list(group)
+            for i in range(0, len(same), batch_size):
+                chunk = same[i : i + batch_size]
+                batch = LoraBatch.from_adapters(
+                    [adapters[k] for k in chunk],
+                    self.config.spec,
+                    dtype=param.dtype,
+                    device=param.device,
+                )
+                raw.append(self.model(batch).to("cpu"))
+                rows += chunk
+        out = torch.empty(len(adapters), raw[0].shape[1], dtype=raw[0].dtype)
+        out[torch.tensor(rows)] = torch.cat(raw)
+        return self.to_user_units(out)
 
 
 def save_predictor(
