@@ -2,8 +2,10 @@
 
 Standard evaluation time is what the zoo recorded for each finetune (``eval_seconds``: running the
 finetuned model on its held-out clean and triggered inputs). GL-net's time is everything needed to
-turn file bytes into a prediction: read the file, validate and parse it (``load_adapter``: header,
-key grammar, dtypes, finite values), pack the batch, run the shipped harmful-finetune predictor.
+turn file bytes into a prediction: read the files, validate and pack them (``read_batches``: a
+layout validated once per header as ``load_adapter`` validates a file, then every file's factors
+checked finite and packed as one array per module), run the shipped harmful-finetune predictor once
+per layout.
 Timed per LoRA at several batch sizes, with the floor of each part measured in the same run: the
 read at the machine's read bandwidth, the forward at its peak GEMM rate (the predictor's FLOPs
 counted as the roofline benchmark counts them).
@@ -21,9 +23,10 @@ import numpy as np
 import torch
 
 from benchmarks.e3_roofline import gl_net_cost, measure_peaks
-from lora_io import LoraAdapter, load_adapter
+from lora_io import load_adapter
 from loravet import SHIPPED_PREDICTORS
 from models import build_model
+from models.file_batches import read_batches
 from models.gl_net import GLNet
 from models.lora_batch import LoraBatch
 from models.registry import PredictorRegistry
@@ -34,7 +37,7 @@ BATCH_SIZES = (1, 16, 64)
 
 def _predictor(
     spec: Any, hparams: dict[str, Any] | None
-) -> tuple[str, Callable[[list[LoraAdapter]], Any], torch.nn.Module]:
+) -> tuple[str, Callable[[LoraBatch], Any], torch.nn.Module]:
     """The shipped harmful-finetune predictor for this spec, else an untrained GL-net (same cost)."""
     shipped = [
         p
@@ -51,8 +54,8 @@ def _predictor(
     model = build_model("gl_net", spec, 1, **(hparams or {})).eval()
 
     @torch.inference_mode()
-    def untrained(adapters: list[LoraAdapter]) -> Any:
-        return model(LoraBatch.from_adapters(adapters, spec=spec))
+    def untrained(batch: LoraBatch) -> Any:
+        return model(batch)
 
     return "untrained gl_net (default hparams)", untrained, model
 
@@ -76,19 +79,21 @@ def run(zoo_dir: str, n: int = 192, hparams: dict[str, Any] | None = None) -> di
     predictor_id, predict, model = _predictor(first.spec, hparams)
     peaks = measure_peaks(gemm_n=2048, read_mib=512, tries=3)
 
-    def read(file: Path, config: Path | None) -> LoraAdapter:
-        return load_adapter(file.read_bytes(), config=config.read_bytes() if config else None)
+    def read(chunk: list[tuple[Path, Path | None]]) -> list[tuple[list[int], LoraBatch]]:
+        items = [(f.read_bytes(), c.read_bytes() if c else None) for f, c in chunk]
+        return read_batches(items, first.spec)
 
-    predict([read(*p) for p in paths[:2]])  # warm-up
+    for _, batch in read(paths[:2]):  # warm-up
+        predict(batch)
     by_batch = {}
     for batch_size in BATCH_SIZES:
         per_lora, reading = [], []
         for start in range(0, len(paths) - batch_size + 1, batch_size):
-            chunk = paths[start : start + batch_size]
             t0 = time.perf_counter()
-            adapters = [read(*p) for p in chunk]
+            parts = read(paths[start : start + batch_size])
             t1 = time.perf_counter()
-            predict(adapters)
+            for _, batch in parts:  # one pass per layout (rank): no padding to a neighbour's rank
+                predict(batch)
             t2 = time.perf_counter()
             per_lora.append((t2 - t0) / batch_size)
             reading.append((t1 - t0) / batch_size)
@@ -118,7 +123,7 @@ def run(zoo_dir: str, n: int = 192, hparams: dict[str, Any] | None = None) -> di
         "speedup_at_floor": std_eval / (floor["read_s"] + floor["forward_s"]),
         "predictor": predictor_id,
         "note": "standard evaluation = the zoo's recorded eval_seconds (held-out clean + triggered inputs, 1 CPU thread); "
-        "GL-net = read the file, validate and parse it, pack, forward (1 CPU thread), per LoRA at batch 1, 16 and 64; "
+        "GL-net = read the files, validate and pack them (read_batches), forward once per layout (1 CPU thread), per LoRA at batch 1, 16 and 64; "
         "the headline is the best batch size. Floor = file bytes / read bandwidth + forward FLOPs / peak GEMM rate, "
         "both measured in this run.",
     }

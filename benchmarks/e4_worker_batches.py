@@ -60,6 +60,11 @@ def _through_worker(
         workers=1,
         predictors=SHIPPED_PREDICTORS,
         worker_env=settings_env("LORAVET_WORKER_", {"batch_size": batch_size}),
+        # the whole queue is filled at once: lift the per-key limits a hub would keep
+        api_env=settings_env(
+            "LORAVET_API_",
+            {"rate_limit_per_minute": 10 * len(items) + 100, "max_active_jobs_per_key": len(items)},
+        ),
     )
     with ProcessStack(root, config) as stack, httpx.Client() as client:
         stack.wait_workers_registered(1)

@@ -24,15 +24,25 @@ from lora_io.errors import (
     UnsupportedVariantError,
 )
 from lora_io.key_grammar import KeyLayout, ModuleKeys, parse_keys
-from lora_io.lora_adapter import LoraAdapter, LoraModule, check_adapter, load_adapter
+from lora_io.lora_adapter import (
+    FactorLocation,
+    FileLayout,
+    LoraAdapter,
+    LoraModule,
+    check_adapter,
+    file_layout,
+    load_adapter,
+    scaled_up_factor,
+)
 from lora_io.lora_spec import LoraSpec, ModuleShape
 from lora_io.safetensors_header import SafetensorsHeader, TensorInfo, parse_header, read_header
 
 __all__ = [
-    "AdapterConfig", "AdapterConfigError", "BaseModel", "CheckResult", "FileTooLargeError",
+    "AdapterConfig", "AdapterConfigError", "BaseModel", "CheckResult", "FactorLocation", "FileLayout", "FileTooLargeError",
     "HeaderError", "KeyLayout", "LoraAdapter", "LoraFileError", "LoraModule", "LoraSpec",
     "ModuleKeys", "ModuleShape", "NonFiniteWeightsError", "NotALoraError", "NotSafetensorsError",
     "PickleFileError", "RankMismatchError", "SafetensorsHeader", "TensorInfo", "UnpairedFactorError",
-    "UnsupportedDtypeError", "UnsupportedVariantError", "check_adapter", "load_adapter", "parse_adapter_config",
+    "UnsupportedDtypeError", "UnsupportedVariantError", "check_adapter", "file_layout", "load_adapter", "parse_adapter_config",
     "parse_header", "parse_keys", "read_header", "recognise_base_model", "resolve_adapter_paths", "run_checks",
+    "scaled_up_factor",
 ]  # fmt: skip

@@ -332,16 +332,63 @@ def _read_module(
     a, b, kind, kernel, alpha, scale = _module_factors(
         data, header, keys, fmt, cfg, allow_non_finite
     )
-    if scale == 1.0:
-        U = b.astype(np.float32)  # (out, r)
-    elif float(np.float32(scale)) == scale:
-        # b and scale are exact in float32, so their float64 product is exact and one float32
-        # multiply rounds it the same way: the float64 round trip, in one op fewer
-        U = b.astype(np.float32) * np.float32(scale)
-    else:
-        U = (b.astype(np.float64) * scale).astype(np.float32)
+    U = scaled_up_factor(b, scale)  # (out, r)
     V = np.array(a.T, dtype=np.float32, order="C")  # (in, r)
     return LoraModule(keys.name, U, V, float(scale), alpha, kind, kernel)
+
+
+def scaled_up_factor(b: np.ndarray, scale: float) -> np.ndarray:
+    """``scale * b`` in float32, rounded once from the exact product (any leading dims).
+
+    When ``scale`` is exact in float32 the float64 product of two float32 values is exact, so one
+    float32 multiply rounds it the same way as the float64 round trip, in one op fewer.
+    """
+    if scale == 1.0:
+        return b.astype(np.float32)
+    if float(np.float32(scale)) == scale:
+        return b.astype(np.float32) * np.float32(scale)
+    return (b.astype(np.float64) * scale).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class FactorLocation:
+    """Where one module's factors sit in a file's data buffer, and the scale applied to B."""
+
+    name: str
+    a: TensorInfo  # (r, in) or conv (r, in, kh, kw)
+    b: TensorInfo  # (out, r) or conv (out, r, 1, 1)
+    scale: float
+
+
+@dataclass(frozen=True)
+class FileLayout:
+    """A validated file's layout: what every file with the same header and config shares.
+
+    ``data_independent`` is False when a scale comes from an alpha tensor in the data (then files
+    of one header may still differ in scale, and each must be read on its own).
+    """
+
+    spec: LoraSpec
+    data_start: int
+    file_size: int
+    factors: tuple[FactorLocation, ...]  # spec order
+    data_independent: bool
+
+
+def file_layout(data: bytes, config: bytes | None = None) -> FileLayout:
+    """Validate ``data`` completely (as :func:`load_adapter` does) and describe its layout.
+
+    Raises:
+        LoraFileError: any subclass, exactly as :func:`load_adapter` raises for this file.
+    """
+    adapter = load_adapter(data, config=config)
+    header, layout = _header_and_layout(bytes(data), MAX_HEADER_BYTES)
+    factors = tuple(
+        FactorLocation(keys.name, header.tensors[keys.a], header.tensors[keys.b], module.scale)
+        for keys, module in zip(layout.modules, adapter.modules, strict=True)
+    )
+    independent = config is not None or adapter.scale_source != "alpha_keys"
+    return FileLayout(adapter.spec, header.data_start, len(data), factors, independent)
 
 
 def _module_factors(

@@ -1,0 +1,71 @@
+"""``read_batch``: file bytes to the very batch ``load_adapter`` + ``from_adapters`` would build."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from harness.lora_files import adapter_config, peft_adapter
+from lora_io import errors as E
+from lora_io import load_adapter
+from models import file_batches
+from models.file_batches import read_batch
+from models.lora_batch import LoraBatch, SpecMismatchError, rank_major
+
+
+def _reference(
+    items: list[tuple[bytes, bytes | None]], dtype: torch.dtype = torch.float32
+) -> LoraBatch:
+    adapters = [load_adapter(data, config=config) for data, config in items]
+    return LoraBatch.from_adapters(adapters, adapters[0].spec, dtype=dtype)
+
+
+def _assert_identical(got: LoraBatch, want: LoraBatch) -> None:
+    assert got.spec == want.spec
+    for g, w in zip(got.groups, want.groups, strict=True):
+        assert torch.equal(g.U, w.U) and torch.equal(g.V, w.V) and torch.equal(g.ranks, w.ranks)
+        assert rank_major(g.U).data_ptr() == g.U.data_ptr()  # stored rank-major, as GL-net reads it
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("rank", "alpha"), [(4, 8.0), (3, 5.0)])  # scale 2 (exact), 5/3 (not)
+def test_files_sharing_a_layout_read_bit_for_bit_as_load_adapter_does(
+    dtype: torch.dtype, rank: int, alpha: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = adapter_config(rank=rank, alpha=alpha)
+    items = [(peft_adapter(seed=k, layers=3, hidden=48, rank=rank), config) for k in range(6)]
+    want = _reference(items, dtype)
+
+    def file_by_file(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the shared layout should have been read as one array")
+
+    monkeypatch.setattr(file_batches, "load_adapter", file_by_file)
+    _assert_identical(read_batch(items, want.spec, dtype=dtype), want)
+
+
+def test_files_of_other_layouts_fall_back_to_file_by_file_reading() -> None:
+    items = [
+        (peft_adapter(seed=1, rank=4), adapter_config(rank=4)),
+        (peft_adapter(seed=2, rank=2), adapter_config(rank=2)),  # another header
+        (peft_adapter(seed=3, rank=4), None),  # no config: scale 1
+    ]
+    _assert_identical(read_batch(items, _reference(items).spec), _reference(items))
+
+
+def test_a_bad_file_in_a_shared_layout_raises_what_load_adapter_raises() -> None:
+    good = peft_adapter(seed=4)
+    start = 8 + struct.unpack("<Q", good[:8])[0]
+    nan = good[:start] + np.float32(np.nan).tobytes() + good[start + 4 :]
+    with pytest.raises(E.NonFiniteWeightsError, match="NaN"):
+        read_batch([(good, None), (nan, None)], load_adapter(good).spec)
+    with pytest.raises(E.HeaderError, match="truncated"):
+        read_batch([(good, None), (good[:-4], None)], load_adapter(good).spec)
+
+
+def test_a_file_of_another_spec_is_refused_by_name() -> None:
+    small, big = peft_adapter(seed=5, layers=2), peft_adapter(seed=6, layers=3)
+    with pytest.raises(SpecMismatchError, match="file 1"):
+        read_batch([(small, None), (big, None)], load_adapter(small).spec)
