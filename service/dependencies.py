@@ -13,7 +13,7 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from redis import Redis
 
-from core.content_store import LocalContentStore
+from core.content_store import ContentStore
 from service.auth import ApiKey, authenticate, enforce_rate_limit
 from service.metrics import ServiceMetrics
 from service.settings import ApiSettings
@@ -23,7 +23,7 @@ from service.settings import ApiSettings
 class ServiceState:
     settings: ApiSettings
     redis: Redis
-    store: LocalContentStore
+    store: ContentStore
     metrics: ServiceMetrics
     accepted_key_hashes: frozenset[str] = field(default_factory=frozenset)
 

@@ -1,8 +1,10 @@
 """Every error leaves as ``application/problem+json`` (RFC 9457: type, title, status, detail).
 
 Messages say what is wrong and what is accepted. ``lora_io`` errors map to 413/415/422 through their
-own ``http_status``; anything unexpected becomes a bare 500 whose details stay in the server log
-(:class:`CatchAllMiddleware`), so no traceback ever leaves the process.
+own ``http_status``; Redis or the content store out of reach is a 503 with ``Retry-After`` (the
+operator's details, such as the store's endpoint, stay in the log); anything unexpected becomes a
+bare 500 whose details stay in the server log (:class:`CatchAllMiddleware`), so no traceback ever
+leaves the process.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.content_store import StoreUnavailableError
 from lora_io import LoraFileError
 
 log = logging.getLogger("loravet.api")
@@ -153,8 +156,27 @@ def install_error_handlers(app: FastAPI) -> None:
             {"Retry-After": "5"},
         )
 
+    @app.exception_handler(StoreUnavailableError)
+    async def _store_down(request: Request, exc: StoreUnavailableError) -> Response:
+        # the object store unreachable or refusing our credentials: the operator's problem, not the
+        # client's; its message (endpoint, bucket) is for the log, not for callers
+        log.warning("content store unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return await _problem(request, store_unavailable_problem())
+
     app.add_middleware(CatchAllMiddleware)
     document_problem_responses(app)
+
+
+def store_unavailable_problem() -> Problem:
+    """The answer while the content store cannot be used (:class:`StoreUnavailableError`)."""
+    return Problem(
+        503,
+        "Service unavailable",
+        "the content store (where uploads and reports are kept) is unavailable right now; nothing "
+        "was stored, retry in a few seconds",
+        kind="store_unavailable",
+        headers={"Retry-After": "5"},
+    )
 
 
 def allowed_methods(request: Request) -> str:
@@ -176,7 +198,7 @@ _PROBLEM_RESPONSES = {
     "422": "invalid request (the detail names the field)",
     "429": "rate limit or job quota reached (see Retry-After)",
     "500": "internal error (no details leave the server; its log has them)",
-    "503": "the job queue (Redis) is unreachable for a moment (see Retry-After)",
+    "503": "the job queue (Redis) or the content store is unreachable for a moment (see Retry-After)",
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from redis import Redis
 
-from core.content_store import LocalContentStore
+from core.content_store import open_content_store
 from core.contracts import loravet_version
 from service.dependencies import ServiceState
 from service.error_handlers import install_error_handlers
@@ -42,7 +42,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.loravet = ServiceState(
         settings=settings,
         redis=redis,
-        store=LocalContentStore(settings.storage_dir),
+        store=open_content_store(settings),
         metrics=ServiceMetrics(redis),
         accepted_key_hashes=settings.accepted_key_hashes(),
     )

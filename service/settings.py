@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from core.content_store import ContentStoreSettings
 
 MIN_KEY_LENGTH = 20
 """Shortest API key accepted (``loravet serve`` generates 43 characters)."""
@@ -33,13 +34,14 @@ def _split(value: object) -> object:
     return value
 
 
-class ApiSettings(BaseSettings):
-    """Everything the API needs; defaults suit ``loravet serve`` on one machine."""
+class ApiSettings(BaseSettings, ContentStoreSettings):
+    """Everything the API needs; defaults suit ``loravet serve`` on one machine. The content store
+    (``LORAVET_API_STORE_BACKEND``, ``..._STORAGE_DIR``, ``..._S3_*``) is
+    :class:`core.content_store.ContentStoreSettings`, shared with the workers' settings."""
 
     model_config = SettingsConfigDict(env_prefix="LORAVET_API_", env_file=".env", extra="ignore")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    storage_dir: Path = Path("var/store")
     keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     key_hashes: Annotated[list[str], NoDecode] = Field(default_factory=list)
 

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from core.content_store import ContentStoreSettings
 from loravet import SHIPPED_PREDICTORS
 
 DEFAULT_WEBHOOK_RETRY_SCHEDULE = (5, 30, 120, 600, 1800, 7200, 18000, 36000)
@@ -25,13 +26,14 @@ def parse_int_list(value: object) -> object:
     return value
 
 
-class WorkerSettings(BaseSettings):
-    """Everything a resident worker needs; defaults suit ``loravet serve`` on one machine."""
+class WorkerSettings(BaseSettings, ContentStoreSettings):
+    """Everything a resident worker needs; defaults suit ``loravet serve`` on one machine. The
+    content store (``LORAVET_WORKER_STORE_BACKEND``, ``..._STORAGE_DIR``, ``..._S3_*``) is
+    :class:`core.content_store.ContentStoreSettings`, shared with the API's settings."""
 
     model_config = SettingsConfigDict(env_prefix="LORAVET_WORKER_", env_file=".env", extra="ignore")
 
     redis_url: str = "redis://127.0.0.1:6379/0"
-    storage_dir: Path = Path("var/store")
     predictor_dir: Path = SHIPPED_PREDICTORS
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto`` uses a GPU when ``torch.cuda.is_available()``; one worker process per GPU."""

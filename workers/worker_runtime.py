@@ -19,7 +19,7 @@ from typing import Any
 
 from redis import Redis
 
-from core.content_store import LocalContentStore
+from core.content_store import open_content_store
 from core.contracts import PredictorInfo, VetJobArgs
 from lora_io import LoraFileError
 from workers.settings import WorkerSettings
@@ -140,7 +140,7 @@ class WorkerRuntime:
     ) -> None:
         self.settings = settings
         self.redis = redis if redis is not None else Redis.from_url(settings.redis_url)
-        self.store = LocalContentStore(settings.storage_dir)
+        self.store = open_content_store(settings)
         self._registry = registry
         self.device = device
         self._lock = threading.Lock()
@@ -179,7 +179,8 @@ class WorkerRuntime:
                 items.append(
                     MissingUploadError(
                         f"the uploaded bytes of {a.sha256} are not in the content store; the API and the "
-                        "workers must share one store (LORAVET_API_STORAGE_DIR / LORAVET_WORKER_STORAGE_DIR)"
+                        "workers must share one store (the same LORAVET_API_STORAGE_DIR / LORAVET_WORKER_STORAGE_DIR, "
+                        "or with STORE_BACKEND=s3 the same S3 endpoint, bucket and prefix)"
                     )
                 )
                 continue

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 
 from core import redis_model
+from core.content_store import StoreUnavailableError
 from core.contracts import report_id_for
 from lora_io import LoraFileError, check_adapter
 from service.auth import ApiKey
@@ -44,7 +45,8 @@ async def accept_upload(
     body: AsyncIterator[bytes],
     base_url: str,
 ) -> UploadOutcome:
-    """Receive, validate, store and enqueue. Raises :class:`Problem` or ``LoraFileError`` (4xx)."""
+    """Receive, validate, store and enqueue. Raises :class:`Problem` or ``LoraFileError`` (4xx), or
+    :class:`StoreUnavailableError` while the content store cannot be used (503)."""
     temp = state.store.temporary_file()
     try:
         upload = await receive_upload(
@@ -67,6 +69,9 @@ async def accept_upload(
     except (Problem, LoraFileError) as exc:
         status = exc.status if isinstance(exc, Problem) else exc.http_status
         state.metrics.uploads.labels(outcome=f"refused_{status}").inc()
+        raise
+    except StoreUnavailableError:  # answered 503 by the app's handler
+        state.metrics.uploads.labels(outcome="refused_503").inc()
         raise
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -45,6 +45,29 @@ def test_service_never_imports_torch_nor_workers(tmp_path: Path) -> None:
     assert [m for m in loaded if m.split(".")[0] != "service"] == []
 
 
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_api_on_either_store_stays_torch_free_and_loads_boto3_only_for_s3(
+    tmp_path: Path, backend: str
+) -> None:
+    """The S3 store (boto3) is loaded only where it is selected, and never brings torch."""
+    s3 = ", store_backend='s3', s3_bucket='loravet', s3_endpoint_url='http://127.0.0.1:1'"
+    probe = (
+        "import json, sys\n"
+        "import service.main\n"
+        "from service.settings import ApiSettings\n"
+        "app = service.main.create_app(ApiSettings(keys=['k3y-for-tests-0123456789abcdef-one'], "
+        f"redis_url='redis://127.0.0.1:1/0', storage_dir=sys.argv[1]{s3 if backend == 's3' else ''}))\n"
+        f"print(json.dumps([m for m in sys.modules if m.split('.')[0] in {set(UPPER) | {'boto3'}!r}]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "store")],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    loaded = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [m for m in loaded if m.split(".")[0] not in ("service", "boto3")] == []
+    assert ("boto3" in loaded) == (backend == "s3")
+
+
 def test_core_is_torch_free_and_imports_no_upper_layer(tmp_path: Path) -> None:
     modules = sorted(p.stem for p in (ROOT / "core").glob("*.py") if p.stem != "__init__")
     assert {"contracts", "redis_model", "content_store", "webhook_security", "provenance"} <= set(
