@@ -19,36 +19,23 @@ from __future__ import annotations
 
 import functools
 import gc
-import statistics
-import time
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from benchmarks.e3_timing import gpt3_spec
+from benchmarks.e3_timing import gpt3_spec, median_time
 from lora_io import LoraSpec
 from models.gl_net import GLNet, GLNetConfig
 from models.gl_net_reference import batch_major_forward
 from models.synthetic_loras import random_lora_batch
 
 
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def measure_peaks(gemm_n: int, read_mib: int, tries: int) -> dict[str, float]:
     """Best GEMM rate (FLOP/s) and read bandwidth (bytes/s) at the current torch thread count."""
     a, b = torch.randn(gemm_n, gemm_n), torch.randn(gemm_n, gemm_n)
     buffer = torch.randn(read_mib * 2**20 // 4)
-    gemm_s = min(_median_time(lambda: a @ b, 3) for _ in range(tries))
-    read_s = min(_median_time(buffer.sum, 3) for _ in range(tries))
+    gemm_s = min(median_time(lambda: a @ b, 3) for _ in range(tries))
+    read_s = min(median_time(buffer.sum, 3) for _ in range(tries))
     return {"peak_flops": 2 * gemm_n**3 / gemm_s, "read_bytes_per_s": buffer.numel() * 4 / read_s}
 
 
@@ -92,10 +79,10 @@ def _measure_size(
         memory_s = cost["bytes"] / peaks["read_bytes_per_s"]
         floor = max(compute_s, memory_s)
         with torch.no_grad():
-            forward = _median_time(functools.partial(model, batch), spec["repeats"]) / batch_size
+            forward = median_time(functools.partial(model, batch), spec["repeats"]) / batch_size
             before = None
             if batch_size == spec["before_batch_size"]:
-                before = _median_time(
+                before = median_time(
                     functools.partial(batch_major_forward, model, batch), spec["before_repeats"]
                 )
                 before /= batch_size

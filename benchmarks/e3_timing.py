@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -56,8 +57,9 @@ def estimate_bytes(name: str, spec: LoraSpec, hparams: dict[str, Any], batch: in
     return sum(p.numel() for p in model.parameters()) * 4 + factors
 
 
-def _time(fn, repeats: int) -> float:
-    fn()  # warm-up (allocations, lazy init)
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of ``fn`` over ``repeats`` calls, after one warm-up call (allocations, lazy init)."""
+    fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -80,8 +82,12 @@ def _measure(
         fit_to_data(lora_batch)
     with torch.no_grad():
         features = getattr(model, "features", None)
-        feat = _time(lambda: features(lora_batch), repeats) / batch if callable(features) else 0.0
-        fwd = _time(lambda: model(lora_batch), repeats) / batch
+        feat = (
+            median_time(lambda: features(lora_batch), repeats) / batch
+            if callable(features)
+            else 0.0
+        )
+        fwd = median_time(lambda: model(lora_batch), repeats) / batch
     return {"features_s": feat, "forward_s": fwd}
 
 
@@ -99,8 +105,8 @@ def run_size(
         np.concatenate([np.concatenate([u.ravel(), v.ravel()]) for u, v in adapter])
         for adapter in factors
     ]
-    floor = _time(lambda: [float(x.sum()) for x in flat], repeats) / batch
-    pack = _time(lambda: LoraBatch.from_factors(spec, factors), repeats) / batch
+    floor = median_time(lambda: [float(x.sum()) for x in flat], repeats) / batch
+    pack = median_time(lambda: LoraBatch.from_factors(spec, factors), repeats) / batch
     lora_batch = LoraBatch.from_factors(spec, factors)
     rows = []
     for name, hparams in models.items():

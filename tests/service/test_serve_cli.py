@@ -38,14 +38,19 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_serve_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:
-    port = free_port()
+def _serve(tmp_path: Path, port: int, *, stderr: int) -> subprocess.Popen[str]:
+    """``loravet serve`` as a new user runs it: no LORAVET_* setting, no predictors."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LORAVET_")}
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [sys.executable, "-m", "loravet.cli", "serve", "--port", str(port), "--data", str(tmp_path / "var"),
          "--predictors", str(tmp_path / "predictors")],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
     )  # fmt: skip
+
+
+def test_serve_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    proc = _serve(tmp_path, port, stderr=subprocess.DEVNULL)
     try:
         assert proc.stdout is not None
         lines = []
@@ -95,12 +100,7 @@ def test_a_killed_worker_is_restarted_and_the_api_stays_up(tmp_path: Path) -> No
     an upload made while no worker runs is finished by the restarted one, and the supervisor says
     what happened on stderr."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LORAVET_")}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "loravet.cli", "serve", "--port", str(port), "--data", str(tmp_path / "var"),
-         "--predictors", str(tmp_path / "predictors")],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    proc = _serve(tmp_path, port, stderr=subprocess.PIPE)
     try:
         assert proc.stdout is not None and proc.stderr is not None
         key = None
