@@ -373,6 +373,24 @@ class FileLayout:
     file_size: int
     factors: tuple[FactorLocation, ...]  # spec order
     data_independent: bool
+    config: bytes | None = None
+    """The adapter_config.json bytes the scales were computed from."""
+
+    def scales_for(self, config: bytes | None) -> tuple[float, ...]:
+        """Each module's scale for a file of this layout read with ``config`` (validated as
+        :func:`load_adapter` validates it; same order as ``factors``).
+
+        Raises:
+            AdapterConfigError: ``config`` is not a valid adapter_config.json.
+            ValueError: the scales of this layout depend on more than the config (alpha tensors, or
+                a config embedded in the header that ``config=None`` would fall back to).
+        """
+        if config == self.config:
+            return tuple(f.scale for f in self.factors)
+        if not self.data_independent or config is None or self.config is None:
+            raise ValueError("this layout's scales come from the file itself; read it on its own")
+        cfg = parse_adapter_config(config)
+        return tuple(cfg.scale_for(f.name, int(f.a.shape[0])) for f in self.factors)
 
 
 def file_layout(data: bytes, config: bytes | None = None) -> FileLayout:
@@ -388,7 +406,7 @@ def file_layout(data: bytes, config: bytes | None = None) -> FileLayout:
         for keys, module in zip(layout.modules, adapter.modules, strict=True)
     )
     independent = config is not None or adapter.scale_source != "alpha_keys"
-    return FileLayout(adapter.spec, header.data_start, len(data), factors, independent)
+    return FileLayout(adapter.spec, header.data_start, len(data), factors, independent, config)
 
 
 def _module_factors(

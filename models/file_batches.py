@@ -10,9 +10,10 @@ large B is. What differs per file, its numbers, is still checked per file (finit
 is part of the layout).
 
 The batch is exactly the one ``LoraBatch.from_adapters`` builds from ``load_adapter`` (tested bit
-for bit). Files outside the fast path (another header or config, a scale read from alpha tensors,
-BF16 factors, a non-finite value) are read by ``load_adapter`` one by one, which raises the same
-error it always does.
+for bit). Files of one header may carry different adapter_config.json files (a zoo's or a hub's
+uploads draw alpha per finetune): each file is scaled by its own. Files outside the fast path (a
+scale read from alpha tensors, BF16 factors, a non-finite value, an invalid config) are read by
+``load_adapter`` one by one, which raises the same error it always does.
 
     batch = read_batch([(adapter_bytes, config_bytes), ...], spec)
 """
@@ -66,9 +67,9 @@ def read_batches(
     """
     if not items:
         raise ValueError("read_batch needs at least one file")
-    groups: dict[tuple[bytes, int, bytes | None], list[int]] = {}
+    groups: dict[tuple[bytes, int, bool], list[int]] = {}
     for k, (data, config) in enumerate(items):
-        groups.setdefault((_header_bytes(data), len(data), config), []).append(k)
+        groups.setdefault((_header_bytes(data), len(data), config is None), []).append(k)
     return [(index, _read_group(items, index, spec, dtype)) for index in groups.values()]
 
 
@@ -102,14 +103,10 @@ def _read_group(
 
 
 def _shares_layout(items: Sequence[tuple[bytes, bytes | None]], layout: FileLayout) -> bool:
-    """Every file has the first one's header bytes, size and config bytes."""
-    first_data, first_config = items[0]
-    header = first_data[: layout.data_start]
+    """Every file has the first one's header bytes and size."""
+    header = items[0][0][: layout.data_start]
     return all(
-        len(data) == layout.file_size
-        and config == first_config
-        and data[: layout.data_start] == header
-        for data, config in items
+        len(data) == layout.file_size and data[: layout.data_start] == header for data, _ in items
     )
 
 
@@ -131,6 +128,11 @@ def _pack(
     dtype: torch.dtype,
 ) -> LoraBatch | None:
     """The batch, or None when a value is not finite (the caller then reads file by file)."""
+    try:  # (B, modules): each file's own config; parsed once per distinct config
+        by_config = {config: layout.scales_for(config) for _, config in items}
+    except ValueError:
+        return None
+    scales = np.array([by_config[config] for _, config in items], dtype=np.float64)
     raw = np.frombuffer(b"".join(data[layout.data_start :] for data, _ in items), dtype=np.uint8)
     raw = raw.reshape(len(items), -1)  # (B, data bytes): one copy of all the factor bytes
     pack_dtype = np.float64 if dtype == torch.float64 else np.float32
@@ -148,7 +150,12 @@ def _pack(
             if not (np.isfinite(a).all() and np.isfinite(b).all()):
                 return None
             Vt[j, :, :rank] = a
-            Ut[j, :, :rank] = scaled_up_factor(b, loc.scale).transpose(0, 2, 1)
+            scale = scales[:, i]  # (B,)
+            if np.all(scale == scale[0]):
+                up = scaled_up_factor(b, float(scale[0]))
+            else:  # float64 product rounded once: what scaled_up_factor gives for any one scale
+                up = (b.astype(np.float64) * scale[:, None, None]).astype(np.float32)
+            Ut[j, :, :rank] = up.transpose(0, 2, 1)
         group_ranks = torch.tensor([ranks] * len(items), dtype=torch.long)  # (B, L_g)
         U = from_rank_major(torch.from_numpy(Ut).to(dtype))  # (B, L_g, n, r)
         V = from_rank_major(torch.from_numpy(Vt).to(dtype))  # (B, L_g, m, r)

@@ -46,6 +46,23 @@ def test_files_sharing_a_layout_read_bit_for_bit_as_load_adapter_does(
     _assert_identical(read_batch(items, want.spec, dtype=dtype), want)
 
 
+def test_files_of_one_header_with_their_own_configs_are_each_scaled_by_their_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A zoo's or a hub's uploads draw alpha per finetune: same header, other scale."""
+    items = [
+        (peft_adapter(seed=k, layers=2, hidden=40, rank=3), adapter_config(rank=3, alpha=alpha))
+        for k, alpha in enumerate([5.0, 7.0, 6.0, 5.0])  # scales 5/3, 7/3 (inexact), 2 (exact)
+    ]
+    want = _reference(items)
+
+    def file_by_file(*args: object, **kwargs: object) -> None:
+        raise AssertionError("one header: the files should have been read as one array")
+
+    monkeypatch.setattr(file_batches, "load_adapter", file_by_file)
+    _assert_identical(read_batch(items, want.spec), want)
+
+
 def test_files_of_other_layouts_fall_back_to_file_by_file_reading() -> None:
     items = [
         (peft_adapter(seed=1, rank=4), adapter_config(rank=4)),
