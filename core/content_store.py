@@ -74,6 +74,10 @@ class ContentStore(Protocol):
     """Blobs by (kind, sha256-shaped key). Missing blobs raise ``FileNotFoundError``, bad names
     ``ValueError``, an unusable store :class:`StoreUnavailableError`."""
 
+    def check(self) -> None:
+        """Raise :class:`StoreUnavailableError` unless the store can be written now (``/readyz``)."""
+        ...
+
     def exists(self, kind: Kind, key: str) -> bool: ...
 
     def get_bytes(self, kind: Kind, key: str) -> bytes: ...
@@ -107,6 +111,14 @@ class LocalContentStore:
         ):  # belt and braces: a symlinked subdir must not lead out
             raise ValueError("store path escapes the store root")
         return path
+
+    def check(self) -> None:
+        """The root and its upload directory exist and are writable."""
+        for folder in (self.root, self.root / "tmp"):
+            if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
+                raise StoreUnavailableError(
+                    f"content store directory {folder} is missing or not writable"
+                )
 
     def exists(self, kind: Kind, key: str) -> bool:
         return self.path_for(kind, key).is_file()

@@ -146,6 +146,11 @@ class S3ContentStore:
         return self.prefix + relative_name(kind, key)
 
     # -- the ContentStore protocol
+    def check(self) -> None:
+        """The bucket answers with these credentials (one HEAD request)."""
+        with self._translated("HEAD bucket", self.prefix or "/"):
+            self._client.head_bucket(Bucket=self.bucket)
+
     def exists(self, kind: Kind, key: str) -> bool:
         name = self.object_name(kind, key)
         try:

@@ -67,3 +67,5 @@ class Readiness(BaseModel):
     redis: bool
     workers: int
     detail: str
+    store: bool = True
+    """The content store (directory or bucket) can be written."""

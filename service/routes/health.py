@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
+from core.content_store import StoreUnavailableError
 from service.dependencies import StateDep
 from service.operations.predictors import live_worker_count
 from service.schemas import Readiness
 
 router = APIRouter(tags=["operations"])
+log = logging.getLogger("loravet.api")
 
 
 @router.get("/healthz")
@@ -21,13 +25,25 @@ def read_health() -> dict[str, str]:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 def read_readiness(state: StateDep, response: Response) -> Readiness:
-    """Readiness: Redis answers and at least one worker is alive."""
+    """Readiness: Redis answers, the content store can be written, and a worker is alive."""
     try:
         state.redis.ping()
         workers = live_worker_count(state.redis)
     except RedisError:
         response.status_code = 503
         return Readiness(status="not_ready", redis=False, workers=0, detail="Redis is unreachable")
+    try:
+        state.store.check()
+    except StoreUnavailableError as exc:
+        log.warning("readiness: %s", exc)  # the endpoint and bucket stay in the log
+        response.status_code = 503
+        return Readiness(
+            status="not_ready",
+            redis=True,
+            workers=workers,
+            store=False,
+            detail="the content store is unavailable (the API log says why)",
+        )
     if workers == 0:
         response.status_code = 503
         return Readiness(

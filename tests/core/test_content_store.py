@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.content_store import LocalContentStore
+from core.content_store import LocalContentStore, StoreUnavailableError
 
 
 def test_put_get_exists_and_layout(tmp_path: Path) -> None:
@@ -47,3 +47,11 @@ def test_names_never_escape_the_root(tmp_path: Path, kind: str, key: str) -> Non
         store.path_for(kind, key)  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         store.put_bytes(kind, key, b"x")  # type: ignore[arg-type]
+
+
+def test_check_says_when_the_directory_is_gone(tmp_path: Path) -> None:
+    store = LocalContentStore(tmp_path / "store")
+    store.check()
+    (tmp_path / "store" / "tmp").rmdir()
+    with pytest.raises(StoreUnavailableError, match="missing or not writable"):
+        store.check()

@@ -96,3 +96,22 @@ def test_refused_store_credentials_answer_503_without_the_secret(
     assert response.status_code == 503, response.text
     assert response.json()["type"] == "urn:loravet:problem:store_unavailable"
     assert wrong_secret not in response.text and s3_server.secret_access_key not in response.text
+
+
+def test_readiness_says_when_the_store_is_unavailable(redis_url: str, tmp_path: Path) -> None:
+    """An orchestrator must stop routing uploads to an API whose bucket is gone: ``/readyz`` is
+    503 with ``store: false`` then, and names neither the endpoint nor the secret."""
+    server = EmbeddedS3(tmp_path / "s3").start()
+    try:
+        settings = api_settings(redis_url, tmp_path / "api-host", **server.settings())
+        with running_api(settings) as base:
+            ready = httpx.get(f"{base}/readyz").json()
+            assert ready["store"] is True  # (no worker runs here, so not ready for that reason)
+            server.stop()
+            response = httpx.get(f"{base}/readyz")
+            assert response.status_code == 503
+            body = response.json()
+            assert body["store"] is False and "content store is unavailable" in body["detail"]
+            assert server.url not in response.text and server.secret_access_key not in response.text
+    finally:
+        server.kill()
