@@ -25,6 +25,7 @@ from core.content_store import (
 )
 from core.s3_content_store import S3ContentStore
 from harness.embedded_s3 import EmbeddedS3
+from tests.core.test_content_store import BAD_LOCATIONS
 
 
 def sha(data: bytes) -> str:
@@ -174,18 +175,7 @@ def test_a_missing_object_is_file_not_found(any_store: ContentStore) -> None:
         any_store.get_bytes("reports", key)
 
 
-@pytest.mark.parametrize(
-    ("kind", "key"),
-    [
-        ("adapters", "../../etc/passwd"),
-        ("adapters", "A" * 64),
-        ("adapters", "0" * 63),
-        ("adapters", "/" + "0" * 63),
-        ("adapters", "0" * 64 + "/x"),
-        ("../adapters", "0" * 64),
-        ("tmp", "0" * 64),
-    ],
-)
+@pytest.mark.parametrize(("kind", "key"), BAD_LOCATIONS)
 def test_bad_names_are_refused_before_any_request(
     any_store: ContentStore, tmp_path: Path, kind: str, key: str
 ) -> None:
