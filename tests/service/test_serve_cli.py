@@ -3,6 +3,7 @@ prints a working key, and Ctrl-C stops all of it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -48,6 +49,23 @@ def _serve(tmp_path: Path, port: int, *, stderr: int) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """Stop a serve left running by a failed test, children included: they run in sessions of
+    their own, so killing only the supervisor would leave Redis, the API and a worker behind."""
+    if proc.poll() is not None:
+        return
+    children = _children(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
+
+
 def test_serve_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     proc = _serve(tmp_path, port, stderr=subprocess.DEVNULL)
@@ -90,9 +108,7 @@ def test_serve_runs_everything_and_stops_cleanly(tmp_path: Path) -> None:
         assert not [c for c in children if _alive(c)]
         assert (tmp_path / "var" / "redis" / "appendonlydir").is_dir()  # AOF on
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
 
 
 def test_a_killed_worker_is_restarted_and_the_api_stays_up(tmp_path: Path) -> None:
@@ -134,6 +150,4 @@ def test_a_killed_worker_is_restarted_and_the_api_stays_up(tmp_path: Path) -> No
         assert "worker0 exited with status -9 (killed by SIGKILL); restarting in 1 s" in err
         assert "worker0 restarted" in err
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
