@@ -23,12 +23,13 @@ from core.contracts import (
     event_id_for,
     report_id_for,
 )
+from core.durable_worker import DurableQueue
 from harness.inprocess import api_settings, run_worker_burst, wait_for, worker_settings
 from harness.lora_files import peft_adapter
 from service.auth import ApiKey
 from service.operations.jobs import job_view, submit_vetting
 from service.operations.webhooks import create_subscription
-from workers.resident_worker import DurableQueue, VettingWorker
+from workers.resident_worker import VettingWorker
 from workers.worker_runtime import WorkerRuntime
 
 pytestmark = pytest.mark.redis
