@@ -28,10 +28,17 @@ from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_va
 
 from core.contracts import is_sha256_hex
 
-Kind = Literal["adapters", "configs", "reports"]
-KINDS: tuple[Kind, ...] = ("adapters", "configs", "reports")
+Kind = Literal["adapters", "configs", "reports", "predictor-files", "predictor-sets"]
+KINDS: tuple[Kind, ...] = ("adapters", "configs", "reports", "predictor-files", "predictor-sets")
+"""Uploads and their reports, and the predictor sets workers load (``core.predictor_sets``)."""
 
-SUFFIXES: dict[str, str] = {"adapters": ".safetensors", "configs": ".json", "reports": ".json"}
+SUFFIXES: dict[str, str] = {
+    "adapters": ".safetensors",
+    "configs": ".json",
+    "reports": ".json",
+    "predictor-files": ".bin",
+    "predictor-sets": ".json",
+}
 """File-name ending per kind, the same in every backend (a blob's name says what it holds)."""
 
 

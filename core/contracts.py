@@ -171,6 +171,9 @@ class Versions(BaseModel):
     loravet: str
     schema_version: int = SCHEMA_VERSION
     predictors: list[str] = Field(default_factory=list)
+    predictor_set: str | None = None
+    """The sha256 of the published predictor set the worker loaded (``loravet predictors
+    publish``); None when it loaded a directory."""
     device: str | None = None
     """Where the predictors ran (``cpu``, ``cuda:0``); None when none ran."""
 

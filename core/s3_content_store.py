@@ -55,9 +55,16 @@ MULTIPART_CHUNK_BYTES = 8 * 1024 * 1024
 MULTIPART_CONCURRENCY = 4
 """Parts in flight at once: bounds an upload's memory to about this many parts."""
 
-_CONTENT_ADDRESSED: frozenset[str] = frozenset({"adapters", "configs"})
+_CONTENT_ADDRESSED: frozenset[str] = frozenset(
+    {"adapters", "configs", "predictor-files", "predictor-sets"}
+)
 """Kinds whose key is the sha256 of their bytes: an object already stored under it is identical."""
-_CONTENT_TYPES = {"adapters": "application/octet-stream", "configs": "application/json"}
+_CONTENT_TYPES = {
+    "adapters": "application/octet-stream",
+    "configs": "application/json",
+    "predictor-files": "application/octet-stream",
+    "predictor-sets": "application/json",
+}
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 _REFUSED = frozenset(
     {

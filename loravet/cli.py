@@ -32,6 +32,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("loravet.serve_cli", "embedded Redis + API + one worker on localhost"),
     "api": ("service.api_cli", "the HTTP API alone"),
     "worker": ("workers.worker_cli", "a resident vetting worker"),
+    "predictors": (
+        "workers.predictors_cli",
+        "publish predictors to the content store for workers elsewhere",
+    ),
 }
 
 

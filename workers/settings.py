@@ -13,6 +13,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.content_store import ContentStoreSettings
+from core.contracts import is_sha256_hex
 from loravet import SHIPPED_PREDICTORS
 
 DEFAULT_WEBHOOK_RETRY_SCHEDULE = (5, 30, 120, 600, 1800, 7200, 18000, 36000)
@@ -35,6 +36,11 @@ class WorkerSettings(BaseSettings, ContentStoreSettings):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     predictor_dir: Path = SHIPPED_PREDICTORS
+    """The predictors to load, from a directory this machine can read (mounted or shipped)."""
+    predictor_set: str | None = None
+    """Instead of ``predictor_dir``: the sha256 of a predictor set published to the content store
+    (``loravet predictors publish``), for workers that share no filesystem with anyone. Fetched
+    once into ``<storage_dir>/cache/predictor-sets/`` and checked file by file."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """``auto`` uses a GPU when ``torch.cuda.is_available()``; one worker process per GPU."""
 
@@ -70,6 +76,18 @@ class WorkerSettings(BaseSettings, ContentStoreSettings):
     """Each retry delay is multiplied by a random factor in [1 - jitter, 1 + jitter]."""
 
     log_level: str = "INFO"
+
+    @field_validator("predictor_set", mode="before")
+    @classmethod
+    def _set_digest(cls, value: object) -> object:
+        if value in ("", None):
+            return None
+        if not (isinstance(value, str) and is_sha256_hex(value)):
+            raise ValueError(
+                "predictor_set is the sha256 `loravet predictors publish` printed "
+                "(64 lowercase hex characters)"
+            )
+        return value
 
     @field_validator("queues", mode="before")
     @classmethod

@@ -97,12 +97,17 @@ class _Loaded:
 
 
 def vet_batch(
-    items: Sequence[VetInput], registry: RegistryLike | None, *, started_at: datetime | None = None
+    items: Sequence[VetInput],
+    registry: RegistryLike | None,
+    *,
+    started_at: datetime | None = None,
+    predictor_set: str | None = None,
 ) -> list[Report | Exception]:
     """Vet several adapters together; slot ``i`` holds the report of ``items[i]`` or its exception.
 
     Exceptions are :class:`lora_io.LoraFileError` for input that can never be vetted (permanent)
     and anything else for faults worth retrying (a predictor raising, for example).
+    ``predictor_set`` names the published set ``registry`` was loaded from, for the reports.
     """
     started_at = started_at or datetime.now(UTC)
     results: list[Report | Exception | None] = [None] * len(items)
@@ -134,7 +139,7 @@ def vet_batch(
     batch_size = len(items)
     for entry in loaded:
         if results[entry.index] is None:
-            results[entry.index] = _assemble(entry, started_at, batch_size)
+            results[entry.index] = _assemble(entry, started_at, batch_size, predictor_set)
     return [r if r is not None else RuntimeError("internal: no result") for r in results]
 
 
@@ -358,7 +363,9 @@ def _device_of(predictor: Any) -> str | None:
     return str(first.device) if first is not None else "cpu"
 
 
-def _assemble(entry: _Loaded, started_at: datetime, batch_size: int) -> Report:
+def _assemble(
+    entry: _Loaded, started_at: datetime, batch_size: int, predictor_set: str | None
+) -> Report:
     adapter, item = entry.adapter, entry.item
     base = adapter.base_model
     base_entry = BaseModelEntry(
@@ -416,6 +423,7 @@ def _assemble(entry: _Loaded, started_at: datetime, batch_size: int) -> Report:
         versions=Versions(
             loravet=loravet_version(),
             predictors=[f"{p.predictor_id}@{p.predictor_version}" for p in entry.predictions],
+            predictor_set=predictor_set if entry.predictions else None,
             device=entry.device,
         ),
         created_at=datetime.now(UTC),

@@ -41,6 +41,12 @@ def build_parser() -> Parser:
         "--predictors", type=Path, help="predictor directory (LORAVET_WORKER_PREDICTOR_DIR)"
     )
     p.add_argument(
+        "--predictor-set",
+        metavar="SHA256",
+        help="instead of --predictors: a set published to the content store by `loravet "
+        "predictors publish` (LORAVET_WORKER_PREDICTOR_SET)",
+    )
+    p.add_argument(
         "--device",
         choices=["auto", "cpu", "cuda"],
         help="where predictors run (LORAVET_WORKER_DEVICE)",
@@ -70,6 +76,7 @@ def settings_from_args(args: argparse.Namespace) -> WorkerSettings:
         "redis_url": args.redis_url,
         "storage_dir": args.storage,
         "predictor_dir": args.predictors,
+        "predictor_set": args.predictor_set,
         "device": args.device,
         "batch_size": args.batch_size,
         "queues": args.queues,
@@ -100,11 +107,14 @@ def main(argv: list[str]) -> int:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     limit_native_threads()
+    from core.content_store import StoreUnavailableError
+    from core.predictor_sets import PredictorSetError
     from workers.resident_worker import VettingWorker
     from workers.worker_runtime import (
         DeviceUnavailableError,
         WorkerRuntime,
         load_registry,
+        predictor_directory,
         set_runtime,
     )
 
@@ -116,10 +126,13 @@ def main(argv: list[str]) -> int:
         )
         return 1
     try:
-        registry, device = load_registry(settings.predictor_dir, settings.device)
-    except DeviceUnavailableError as exc:
+        registry, device = load_registry(predictor_directory(settings), settings.device)
+    except (DeviceUnavailableError, PredictorSetError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except StoreUnavailableError as exc:
+        print(f"error: cannot fetch the predictor set: {exc}", file=sys.stderr)
+        return 1
     runtime = WorkerRuntime(settings, redis=redis, registry=registry, device=device)
     set_runtime(runtime)
     while True:

@@ -74,6 +74,26 @@ def resolve_device(setting: str) -> str:
     return "cpu"
 
 
+def predictor_directory(settings: WorkerSettings) -> Path:
+    """Where this worker's predictors are: ``predictor_dir``, or the published set named by
+    ``predictor_set``, fetched from the content store into ``<storage_dir>/cache/predictor-sets/`` once.
+
+    Raises:
+        core.predictor_sets.PredictorSetError: the set is absent or its bytes were changed.
+        core.content_store.StoreUnavailableError: the store cannot be read now.
+    """
+    if settings.predictor_set is None:
+        return settings.predictor_dir
+    from core.predictor_sets import fetch_predictor_set
+
+    store = open_content_store(settings)
+    path = fetch_predictor_set(
+        store, settings.predictor_set, settings.storage_dir / "cache" / "predictor-sets"
+    )
+    log.info("predictor set %s from the content store, in %s", settings.predictor_set, path)
+    return path
+
+
 def load_registry(directory: Path, device_setting: str) -> tuple[RegistryLike, str]:
     """Load every predictor under ``directory`` once; returns (registry, device).
 
@@ -152,7 +172,7 @@ class WorkerRuntime:
         with self._lock:
             if self._registry is None:
                 self._registry, self.device = load_registry(
-                    self.settings.predictor_dir, self.settings.device
+                    predictor_directory(self.settings), self.settings.device
                 )
             return self._registry
 
@@ -194,7 +214,11 @@ class WorkerRuntime:
                 )
             )
         good = [i for i in items if isinstance(i, VetInput)]
-        reports = iter(vet_batch(good, self.registry) if good else [])
+        reports = iter(
+            vet_batch(good, self.registry, predictor_set=self.settings.predictor_set)
+            if good
+            else []
+        )
         return [next(reports) if isinstance(i, VetInput) else i for i in items]
 
 
