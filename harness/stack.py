@@ -51,6 +51,10 @@ class StackConfig:
     ready_path: str = "/readyz"
     """What :meth:`ProcessStack.start` waits for: ``/readyz`` (Redis and a worker) or ``/healthz``."""
     startup_timeout_s: float = 60.0
+    separate_hosts: bool = False
+    """Play several machines on one: each process runs in a directory of its own
+    (``<root>/hosts/<name>``: its working directory and its ``STORAGE_DIR``) and shares only Redis
+    and what ``api_env`` / ``worker_env`` name, an S3-compatible store above all."""
 
 
 class ProcessStack:
@@ -93,12 +97,19 @@ class ProcessStack:
             [str(REPO), *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])]
         )
         predictors = cfg.predictors or self.root / "no-predictors"
+        shared_store = (
+            {}
+            if cfg.separate_hosts
+            else {
+                "LORAVET_API_STORAGE_DIR": str(self.store),
+                "LORAVET_WORKER_STORAGE_DIR": str(self.store),
+            }
+        )
         env.update(
             {
                 "LORAVET_API_REDIS_URL": self.redis.url,
-                "LORAVET_API_STORAGE_DIR": str(self.store),
                 "LORAVET_WORKER_REDIS_URL": self.redis.url,
-                "LORAVET_WORKER_STORAGE_DIR": str(self.store),
+                **shared_store,
                 "LORAVET_WORKER_PREDICTOR_DIR": str(Path(predictors).resolve()),
                 **cfg.api_env,
                 **cfg.worker_env,
@@ -141,20 +152,30 @@ class ProcessStack:
         """A child in its own session (a Ctrl-C meant for ``loravet serve`` reaches only it)."""
         argv = [sys.executable, "-m", "loravet.cli", *args]
         env = {**self._env, **(env or {})}
+        cwd = self.root
+        if self.config.separate_hosts:
+            cwd = self.host_dir(name)
+            cwd.mkdir(parents=True, exist_ok=True)
+            role = "API" if name == "api" else "WORKER"
+            env[f"LORAVET_{role}_STORAGE_DIR"] = str(cwd / "store")
         if not self.config.capture_logs:
-            return subprocess.Popen(argv, env=env, start_new_session=True)
+            return subprocess.Popen(argv, env=env, cwd=cwd, start_new_session=True)
         self._log_seq += 1
         log = (self.logs / f"{name}-{self._log_seq:03d}.log").open("ab")
         proc = subprocess.Popen(
             argv,
             env=env,
-            cwd=self.root,
+            cwd=cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         log.close()
         return proc
+
+    def host_dir(self, name: str) -> Path:
+        """The directory of process ``name`` (``api``, ``worker0``, ...) with ``separate_hosts``."""
+        return self.root / "hosts" / name
 
     def start_worker(self, index: int, predictors: Path | None = None) -> subprocess.Popen[bytes]:
         """Start worker ``index`` (with other ``predictors`` than the stack's, if given); a restart
@@ -186,6 +207,27 @@ class ProcessStack:
             os.killpg(proc.pid, sig)
         proc.wait(30)
         return proc.pid
+
+    def jobs_running_on(self, redis: Any, index: int) -> list[str]:
+        """Ids of the vetting jobs worker ``index`` runs now (RQ's started registry and each job's
+        ``worker_name``; the test profile names workers ``rel-w<index>``)."""
+        from rq import Queue
+        from rq.job import Job
+        from rq.registry import StartedJobRegistry
+        from rq.serializers import JSONSerializer
+
+        from core.contracts import VET_QUEUE
+
+        q = Queue(VET_QUEUE, connection=redis, serializer=JSONSerializer)
+        out = []
+        for job_id in StartedJobRegistry(queue=q).get_job_ids(cleanup=False):
+            try:
+                job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+            except Exception:
+                continue
+            if job.worker_name == f"rel-w{index}":
+                out.append(job_id)
+        return out
 
     def pause_workers(self) -> None:
         for p in self.workers:

@@ -30,7 +30,6 @@ from redis import Redis
 
 from benchmarks.reliability.part_load import SizeClass, _kohya_sd15, _stamp_offset, stamped
 from benchmarks.reliability.suite_stack import suite_config
-from core.contracts import VET_QUEUE
 from harness.client import percentile, status_counts, upload, wait_job
 from harness.lora_files import peft_adapter
 from harness.profile import KEYS
@@ -137,7 +136,7 @@ def worker_kills(
             running: list[str] = []
             wait_until = time.monotonic() + 3
             while time.monotonic() < wait_until:
-                running = _jobs_running_on(redis, stack, index)
+                running = stack.jobs_running_on(redis, index)
                 if running:
                     break
                 time.sleep(0.05)
@@ -174,26 +173,6 @@ def worker_kills(
         },
         "unexpected_exits": crashes,
     }
-
-
-def _jobs_running_on(redis: Redis, stack: ProcessStack, index: int) -> list[str]:
-    """Ids of the vetting jobs the worker ``index`` is running now (RQ's started registry + job.worker_name)."""
-    from rq import Queue
-    from rq.job import Job
-    from rq.registry import StartedJobRegistry
-    from rq.serializers import JSONSerializer
-
-    q = Queue(VET_QUEUE, connection=redis, serializer=JSONSerializer)
-    ids = StartedJobRegistry(queue=q).get_job_ids(cleanup=False)
-    out = []
-    for job_id in ids:
-        try:
-            job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
-        except Exception:
-            continue
-        if job.worker_name == f"rel-w{index}":
-            out.append(job_id)
-    return out
 
 
 def redis_restarts(root: Path, restarts: int, down_s: float = 2.0) -> dict[str, Any]:
