@@ -28,9 +28,17 @@ from pydantic import BaseModel, ConfigDict, SecretStr, field_validator, model_va
 
 from core.contracts import is_sha256_hex
 
-Kind = Literal["adapters", "configs", "reports", "predictor-files", "predictor-sets"]
-KINDS: tuple[Kind, ...] = ("adapters", "configs", "reports", "predictor-files", "predictor-sets")
-"""Uploads and their reports, and the predictor sets workers load (``core.predictor_sets``)."""
+Kind = Literal["adapters", "configs", "reports", "predictor-files", "predictor-sets", "zoo-files"]
+KINDS: tuple[Kind, ...] = (
+    "adapters",
+    "configs",
+    "reports",
+    "predictor-files",
+    "predictor-sets",
+    "zoo-files",
+)
+"""Uploads and their reports; the predictor sets workers load (``core.predictor_sets``); the files
+of zoo LoRAs built by distributed workers (``zoo.distributed_build``)."""
 
 SUFFIXES: dict[str, str] = {
     "adapters": ".safetensors",
@@ -38,6 +46,7 @@ SUFFIXES: dict[str, str] = {
     "reports": ".json",
     "predictor-files": ".bin",
     "predictor-sets": ".json",
+    "zoo-files": ".bin",
 }
 """File-name ending per kind, the same in every backend (a blob's name says what it holds)."""
 

@@ -36,6 +36,12 @@ VET_FAILURE_CALLBACK = "workers.jobs.on_vet_failure"
 
 WEBHOOK_FUNCTION = "workers.jobs.deliver_webhook"
 
+ZOO_QUEUE = "loravet-zoo"
+"""Queue of zoo builds spread over machines: one finetune (one LoRA index of a zoo) per job."""
+
+ZOO_FUNCTION = "zoo.distributed_build.build_lora"
+"""Dotted path of the zoo job, enqueued by string (``loravet zoo build --queue``)."""
+
 
 @functools.cache
 def loravet_version() -> str:
@@ -77,6 +83,18 @@ class VetJobArgs(BaseModel):
     config_sha256: str | None = None
     submitted_at: datetime
     report_url: str | None = None
+
+
+class ZooJobArgs(BaseModel):
+    """Arguments of one zoo job: everything LoRA ``index`` of the build derives from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    build_id: str
+    recipe: str
+    steps_scale: float
+    base: str | None = None
+    index: int
 
 
 class WebhookDeliveryArgs(BaseModel):

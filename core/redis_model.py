@@ -53,6 +53,8 @@ class RedisKeys:
     metric_deliveries = "loravet:metrics:webhook_deliveries"  # hash: outcome -> count
     recent_reports = "loravet:reports:recent"  # sorted set: report id -> created_at (epoch s)
     recent_reports_by_verdict = "loravet:reports:recent:{verdict}"  # the same, one per verdict
+    zoo_build = "loravet:zoo:{build_id}"  # JSON of the build (recipe, steps scale, base, count)
+    zoo_rows = "loravet:zoo:{build_id}:rows"  # hash: LoRA index -> JSON {id, files: name -> sha256}
 
 
 def _text(raw: Any) -> str:
@@ -331,3 +333,31 @@ def recent_reports(
     counts: dict[str | None, int] = {None: int(all_count)}
     counts.update({v: int(n) for v, n in zip(VERDICTS, verdict_counts, strict=True)})
     return counts, [_text(i) for i in ids]
+
+
+# -- zoo builds spread over RQ workers (zoo.distributed_build) -------------------------------------
+def save_zoo_build(redis: Redis, build_id: str, spec: dict[str, Any]) -> None:
+    """Record (or widen: a larger ``count``) a distributed zoo build. Kept until deleted."""
+    redis.set(RedisKeys.zoo_build.format(build_id=build_id), json.dumps(spec, sort_keys=True))
+
+
+def zoo_build(redis: Redis, build_id: str) -> dict[str, Any] | None:
+    raw = redis.get(RedisKeys.zoo_build.format(build_id=build_id))
+    return None if raw is None else cast(dict[str, Any], json.loads(_text(raw)))
+
+
+def record_zoo_row(redis: Redis, build_id: str, index: int, entry: dict[str, Any]) -> bool:
+    """Record a finished LoRA of a build; False when another worker recorded it first (theirs is
+    kept: a build is deterministic, so both are the same LoRA)."""
+    key = RedisKeys.zoo_rows.format(build_id=build_id)
+    return bool(redis.hsetnx(key, str(index), json.dumps(entry, sort_keys=True)))
+
+
+def zoo_row_done(redis: Redis, build_id: str, index: int) -> bool:
+    return bool(redis.hexists(RedisKeys.zoo_rows.format(build_id=build_id), str(index)))
+
+
+def zoo_rows(redis: Redis, build_id: str) -> dict[int, dict[str, Any]]:
+    """Every finished LoRA of a build: index -> {id, files}."""
+    raw = cast(dict[Any, Any], redis.hgetall(RedisKeys.zoo_rows.format(build_id=build_id)))
+    return {int(_text(k)): json.loads(_text(v)) for k, v in raw.items()}

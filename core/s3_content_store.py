@@ -56,7 +56,7 @@ MULTIPART_CONCURRENCY = 4
 """Parts in flight at once: bounds an upload's memory to about this many parts."""
 
 _CONTENT_ADDRESSED: frozenset[str] = frozenset(
-    {"adapters", "configs", "predictor-files", "predictor-sets"}
+    {"adapters", "configs", "predictor-files", "predictor-sets", "zoo-files"}
 )
 """Kinds whose key is the sha256 of their bytes: an object already stored under it is identical."""
 _CONTENT_TYPES = {
@@ -64,6 +64,7 @@ _CONTENT_TYPES = {
     "configs": "application/json",
     "predictor-files": "application/octet-stream",
     "predictor-sets": "application/json",
+    "zoo-files": "application/octet-stream",
 }
 _NOT_FOUND = frozenset({"404", "NoSuchKey", "NotFound"})
 _REFUSED = frozenset(

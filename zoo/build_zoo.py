@@ -133,24 +133,22 @@ def finetune_row(recipe: Recipe, index: int, out_dir: Path) -> dict[str, Any]:
     }
 
 
-def run_index(index: int) -> dict[str, Any]:
-    """Build one LoRA atomically (temp dir, then rename) and return a short summary for the log."""
-    recipe: Recipe = _WORKER["recipe"]
-    zoo_dir: Path = _WORKER["zoo_dir"]
-    lora_id = recipe.spec.lora_id(index)
-    final = zoo_dir / lora_id
-    tmp = zoo_dir / TMP_DIR / f"{lora_id}.{os.getpid()}"
+def write_lora(recipe: Recipe, index: int, tmp_root: Path) -> tuple[Path, dict[str, Any]]:
+    """Build LoRA ``index`` into a fresh folder under ``tmp_root``: its adapter, config and
+    ``finetune.json``. Returns (folder, row); the caller moves or uploads the folder whole."""
+    tmp = tmp_root / f"{recipe.spec.lora_id(index)}.{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     row = finetune_row(recipe, index, tmp)
     (tmp / FINETUNE_FILE).write_text(json.dumps(row, indent=1) + "\n")
-    if final.exists():  # another process finished it first: keep theirs
-        shutil.rmtree(tmp)
-    else:
-        os.rename(tmp, final)
+    return tmp, row
+
+
+def lora_summary(row: dict[str, Any]) -> dict[str, Any]:
+    """The short line a build logs per finished LoRA."""
     labels = row["labels"]
     return {
-        "id": lora_id,
+        "id": row["id"],
         "seconds": row["timings"]["total_seconds"],
         "quality": labels["quality"],
         "asr": labels["attack_success_rate"],
@@ -159,10 +157,23 @@ def run_index(index: int) -> dict[str, Any]:
     }
 
 
+def run_index(index: int) -> dict[str, Any]:
+    """Build one LoRA atomically (temp dir, then rename) and return a short summary for the log."""
+    recipe: Recipe = _WORKER["recipe"]
+    zoo_dir: Path = _WORKER["zoo_dir"]
+    final = zoo_dir / recipe.spec.lora_id(index)
+    tmp, row = write_lora(recipe, index, zoo_dir / TMP_DIR)
+    if final.exists():  # another process finished it first: keep theirs
+        shutil.rmtree(tmp)
+    else:
+        os.rename(tmp, final)
+    return lora_summary(row)
+
+
 # -- main process --------------------------------------------------------------------------------
 
 
-def _check_existing(out: Path, recipe: str, steps_scale: float, base: str | None) -> None:
+def check_existing(out: Path, recipe: str, steps_scale: float, base: str | None) -> None:
     """Refuse to mix recipes, step scales or bases in one zoo directory."""
     for child in sorted(out.iterdir()):
         result = child / FINETUNE_FILE
@@ -207,7 +218,7 @@ def build_zoo(cfg: BuildConfig) -> int:
     source = getattr(
         recipe, "source", None
     )  # the base a causal-lm build resolved (default included)
-    _check_existing(cfg.out, recipe.name, cfg.steps_scale, getattr(source, "name", cfg.base))
+    check_existing(cfg.out, recipe.name, cfg.steps_scale, getattr(source, "name", cfg.base))
     shutil.rmtree(cfg.out / TMP_DIR, ignore_errors=True)
     handler = _open_log(cfg.out)
     try:

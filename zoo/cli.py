@@ -6,6 +6,12 @@
     loravet zoo verify zoos/digits --sample 20
     loravet zoo index zoos/digits          # regenerate manifest/splits/zoo.json only
 
+Spread over machines (Redis and the content store in common; see zoo/distributed_build.py):
+
+    loravet zoo build --recipe causal-lm --count 1000 --queue redis://redis:6379/0
+    loravet zoo worker --device cuda        # on every machine, any number of times
+    loravet zoo pull causal-lm-0123456789ab --queue redis://redis:6379/0 --out zoos/causal-lm
+
 Exit codes: 0 success, 1 verify found a mismatch or the build failed, 2 bad input (one line
 ``error: ...`` on stderr, never a traceback).
 """
@@ -25,8 +31,12 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import TYPE_CHECKING  # noqa: E402
 
 from zoo.recipes import RECIPES, UnknownRecipeError  # noqa: E402
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 
 def _parser() -> Parser:
@@ -36,7 +46,19 @@ def _parser() -> Parser:
     build.add_argument("--recipe", required=True, help=f"one of: {', '.join(RECIPES)}")
     build.add_argument("--count", type=int, required=True, help="number of LoRAs (indices 0..N-1)")
     build.add_argument(
-        "--out", type=Path, required=True, help="zoo directory (created; resumed if present)"
+        "--out", type=Path, help="zoo directory (created; resumed if present); not with --queue"
+    )
+    build.add_argument(
+        "--queue",
+        metavar="REDIS_URL",
+        help="instead of building here: queue one job per LoRA for `loravet zoo worker`s",
+    )
+    build.add_argument(
+        "--job-timeout",
+        type=int,
+        default=4 * 3600,
+        metavar="S",
+        help="with --queue: most seconds one LoRA may take",
     )
     build.add_argument(
         "--jobs", type=int, default=1, help="worker processes, one torch thread each"
@@ -67,6 +89,23 @@ def _parser() -> Parser:
     )
     index = sub.add_parser("index", help="regenerate manifest.jsonl, splits.json and zoo.json")
     index.add_argument("zoo_dir", type=Path, help="zoo directory")
+    worker = sub.add_parser(
+        "worker", help="build queued zoo LoRAs (store and Redis from LORAVET_WORKER_*)"
+    )
+    worker.add_argument("--redis-url", help="Redis URL (LORAVET_WORKER_REDIS_URL)")
+    worker.add_argument(
+        "--storage", type=Path, help="local store / scratch directory (LORAVET_WORKER_STORAGE_DIR)"
+    )
+    worker.add_argument("--device", choices=("cpu", "cuda"), help="where to train")
+    worker.add_argument("--name", help="worker name in Redis (default host.pid)")
+    worker.add_argument("--burst", action="store_true", help="quit when the queue is empty")
+    pull = sub.add_parser("pull", help="gather a queued build's finished LoRAs into a directory")
+    pull.add_argument("build_id", help="the id `zoo build --queue` printed")
+    pull.add_argument("--queue", metavar="REDIS_URL", required=True, help="the build's Redis")
+    pull.add_argument("--out", type=Path, required=True, help="zoo directory to fill")
+    pull.add_argument(
+        "--storage", type=Path, help="local store directory (LORAVET_WORKER_STORAGE_DIR)"
+    )
     return parser
 
 
@@ -92,6 +131,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     from zoo.verify_zoo import ZooVerifyError, verify_zoo
 
     try:
+        if args.command == "worker":
+            return _worker(args)
+        if args.command == "pull":
+            return _pull(args)
         if args.command == "build":
             if args.recipe not in RECIPES:
                 raise UnknownRecipeError(
@@ -99,6 +142,12 @@ def _dispatch(args: argparse.Namespace) -> int:
                 )
             if not 0 < args.steps_scale <= 10:
                 raise ZooBuildError(f"--steps-scale must be in (0, 10] (got {args.steps_scale})")
+            if args.queue is not None:
+                return _enqueue(args)
+            if args.out is None:
+                raise ZooBuildError(
+                    "--out DIR is required (or --queue REDIS_URL to spread the build)"
+                )
             cfg = BuildConfig(
                 args.recipe,
                 args.count,
@@ -120,6 +169,87 @@ def _dispatch(args: argparse.Namespace) -> int:
     except (ZooBuildError, ZooVerifyError, BaseModelError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+
+def _redis(url: str) -> Redis:
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    from zoo.build_zoo import ZooBuildError
+
+    redis = Redis.from_url(url)
+    try:
+        redis.ping()
+    except RedisError as exc:
+        raise ZooBuildError(f"Redis at {url} does not answer: {exc}") from None
+    return redis
+
+
+def _enqueue(args: argparse.Namespace) -> int:
+    from zoo.build_zoo import ZooBuildError
+    from zoo.distributed_build import enqueue_build, resolve_build
+
+    if args.out is not None:
+        raise ZooBuildError(
+            "--out is for local builds; with --queue, gather with `loravet zoo pull`"
+        )
+    if args.job_timeout < 1:
+        raise ZooBuildError(f"--job-timeout must be at least 1 s (got {args.job_timeout})")
+    build = resolve_build(args.recipe, args.count, args.steps_scale, args.base)
+    done = enqueue_build(_redis(args.queue), build, args.job_timeout)
+    print(
+        f"zoo build {done.build_id}: {done.queued} LoRAs queued, {done.in_flight} already queued "
+        f"or running, {done.finished} finished"
+    )
+    print(
+        f"run `loravet zoo worker` on any machine with this Redis and store; then "
+        f"`loravet zoo pull {done.build_id} --queue {args.queue} --out DIR`"
+    )
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from zoo.build_zoo import ZooBuildError
+    from zoo.distributed_build import ZooWorkerSettings, run_worker
+
+    overrides = {
+        "redis_url": args.redis_url,
+        "storage_dir": args.storage,
+        "device": args.device,
+        "name": args.name,
+    }
+    try:
+        settings = ZooWorkerSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:
+        raise ZooBuildError(f"invalid worker settings: {exc}") from None
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    _redis(settings.redis_url)
+    return run_worker(settings, burst=args.burst)
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from core.content_store import StoreUnavailableError, open_content_store
+    from zoo.build_zoo import ZooBuildError
+    from zoo.distributed_build import ZooWorkerSettings, pull_build
+
+    try:
+        settings = ZooWorkerSettings(**({"storage_dir": args.storage} if args.storage else {}))
+    except ValueError as exc:
+        raise ZooBuildError(f"invalid store settings: {exc}") from None
+    try:
+        got = pull_build(_redis(args.queue), open_content_store(settings), args.build_id, args.out)
+    except StoreUnavailableError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"zoo {args.out}: pulled {got.pulled} new LoRAs; {got.finished} of {got.count} finished "
+        f"({got.indexed} indexed)"
+    )
+    return 0
 
 
 def _index(zoo_dir: Path) -> int:
