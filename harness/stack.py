@@ -182,6 +182,13 @@ class ProcessStack:
         keeps its name, as a container restart does."""
         while len(self.workers) <= index:
             self.workers.append(None)
+        old = self.workers[index]
+        if old is not None and old.poll() is not None:
+            # what a dead worker leaves behind in its session: RQ's scheduler process outlives a
+            # SIGKILLed worker, and would run on as an orphan (it ends in a traceback once Redis
+            # stops)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(old.pid, signal.SIGKILL)
         name = ["--name", f"rel-w{index}"] if self.config.fast else []
         env = {"LORAVET_WORKER_PREDICTOR_DIR": str(predictors.resolve())} if predictors else None
         proc = self._spawn(f"worker{index}", ["worker", *name], env)

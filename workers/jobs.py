@@ -8,12 +8,16 @@
 * :func:`deliver_webhook`: one delivery attempt; returns an RQ ``Retry`` when another is due.
 
 Bad input (the file is not a valid LoRA) is a permanent failure: the job clears its retries before
-raising, so RQ never runs it again. Everything else is retried with backoff.
+raising, so RQ never runs it again. An unavailable content store is waited out (up to
+``store_outage_wait_s``, heartbeats going on) without spending a retry. Everything else is retried
+with backoff.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -25,6 +29,7 @@ from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from core import redis_model
+from core.content_store import StoreUnavailableError
 from core.contracts import (
     Report,
     ReportCompletedData,
@@ -42,6 +47,9 @@ from workers.worker_runtime import get_runtime
 log = logging.getLogger("loravet.worker")
 
 FAILURE_RECORD_TTL_S = 30 * 24 * 3600
+STORE_BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 5.0)
+"""Pauses between tries while the content store is unavailable (the last one repeats)."""
+UNTRIED = object()
 
 
 class VettingRefusedError(Exception):
@@ -65,15 +73,22 @@ def vet_adapter(job_args: dict[str, Any]) -> dict[str, Any]:
             "bad_job_arguments", f"job arguments do not match VetJobArgs: {exc}"
         ) from None
     outcome = runtime.take_outcome(job.id) if job is not None else None
-    if outcome is None:
-        (outcome,) = runtime.vet([args])
+    outcome = wait_out_store_outage(
+        lambda: runtime.vet([args])[0],
+        runtime.settings.store_outage_wait_s,
+        first=UNTRIED if outcome is None else outcome,
+    )
     if isinstance(outcome, LoraFileError):
         _make_permanent(job)
         raise VettingRefusedError(outcome.kind, outcome.message) from outcome
     if isinstance(outcome, BaseException):
         raise outcome
     report: Report = outcome
-    runtime.store.put_bytes("reports", report.report_id, report.model_dump_json(indent=2).encode())
+    body = report.model_dump_json(indent=2).encode()
+    wait_out_store_outage(
+        lambda: runtime.store.put_bytes("reports", report.report_id, body),
+        runtime.settings.store_outage_wait_s,
+    )
     redis_model.index_report(runtime.redis, report)
     job_id = job.id if job is not None else f"local-{report.report_id[:16]}"
     _finish_bookkeeping(runtime.redis, job_id, args)
@@ -96,6 +111,32 @@ def vet_adapter(job_args: dict[str, Any]) -> dict[str, Any]:
         webhook_timeout_s=runtime.settings.webhook_timeout_s,
     )
     return {"report_id": report.report_id, "sha256": report.sha256, "verdict": report.verdict}
+
+
+def wait_out_store_outage(action: Callable[[], Any], wait_s: float, *, first: Any = UNTRIED) -> Any:
+    """``action()``'s result, tried again while the content store is unavailable (raised, or
+    returned as an outcome) for up to ``wait_s`` seconds; then the last
+    :class:`StoreUnavailableError` is raised and RQ's retries take over. ``first``: an outcome
+    already in hand (a batch's), used instead of a first try."""
+    deadline = time.monotonic() + wait_s
+    outcome, pauses = first, 0
+    while True:
+        if outcome is UNTRIED:
+            try:
+                outcome = action()
+            except StoreUnavailableError as exc:
+                outcome = exc
+        if not isinstance(outcome, StoreUnavailableError):
+            if pauses:
+                log.info("content store available again after %d tries", pauses + 1)
+            return outcome
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise outcome
+        if pauses == 0:
+            log.warning("content store unavailable (%s); waiting up to %g s", outcome, wait_s)
+        time.sleep(min(left, STORE_BACKOFF_S[min(pauses, len(STORE_BACKOFF_S) - 1)]))
+        outcome, pauses = UNTRIED, pauses + 1
 
 
 def on_vet_failure(

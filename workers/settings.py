@@ -64,6 +64,11 @@ class WorkerSettings(BaseSettings, ContentStoreSettings):
     with_scheduler: bool = True
     """Run RQ's scheduler (needed for retries with a delay)."""
 
+    store_outage_wait_s: int = Field(default=240, ge=0)
+    """How long a vetting job waits for an unavailable content store (unreachable, refusing) before
+    it fails and RQ retries it. Waiting keeps the job's retries for real faults; it must stay below
+    the API's ``job_timeout_s`` (300 s by default)."""
+
     allow_private_webhooks: bool = False
     """Allow callbacks to private, loopback and link-local addresses (on-prem receivers). Metadata
     addresses stay refused."""

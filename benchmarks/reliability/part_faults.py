@@ -37,7 +37,7 @@ from harness.stack import ProcessStack
 from harness.webhook_receiver import WebhookReceiver
 
 
-def _classes() -> list[SizeClass]:
+def size_classes() -> list[SizeClass]:
     small = peft_adapter(21, layers=4, hidden=64, rank=8)
     mid = _kohya_sd15(32, 32)
     return [SizeClass("peft-small", 0.5, small, *_stamp_offset(small)),
@@ -45,12 +45,21 @@ def _classes() -> list[SizeClass]:
 
 
 class Producer:
-    """Uploads distinct adapters from ``threads`` threads until stopped; keeps every accepted job id."""
+    """Uploads distinct adapters from ``threads`` threads until stopped; keeps every accepted job
+    id, and every answer in order (``statuses``: codes, or ``error:<type>`` with no answer)."""
 
     def __init__(
-        self, stack: ProcessStack, classes: list[SizeClass], threads: int = 3, start: int = 0
+        self,
+        url: str,
+        classes: list[SizeClass],
+        threads: int = 3,
+        start: int = 0,
+        key: str = KEYS[0],
+        pause_s: float = 0.05,
     ) -> None:
-        self.stack, self.classes, self.threads = stack, classes, threads
+        self.url, self.key, self.classes, self.threads = url, key, classes, threads
+        self.pause_s = pause_s
+        """Sleep after each accepted upload, per thread."""
         self.accepted: list[str] = []
         self.statuses: list[int | str] = []
         self._stop = threading.Event()
@@ -67,7 +76,7 @@ class Producer:
                 data = stamped(self.classes[n % len(self.classes)], n)
                 while not self._stop.is_set():
                     try:
-                        r = upload(client, self.stack.url, KEYS[0], data, raw=True, timeout=60)
+                        r = upload(client, self.url, self.key, data, raw=True, timeout=60)
                     except httpx.HTTPError as exc:
                         self.statuses.append(f"error:{type(exc).__name__}")
                         time.sleep(0.5)
@@ -81,7 +90,7 @@ class Producer:
                         time.sleep(float(r.headers.get("retry-after", "1")) / 5)
                         continue
                     break
-                time.sleep(0.05)
+                time.sleep(self.pause_s)
 
     def start(self) -> Producer:
         self._threads = [
@@ -97,19 +106,20 @@ class Producer:
             t.join(120)
 
 
-def _final_statuses(
-    stack: ProcessStack, job_ids: list[str], timeout_s: float
+def final_statuses(
+    url: str, job_ids: list[str], timeout_s: float, key: str = KEYS[0]
 ) -> dict[str, dict[str, Any]]:
+    """Each job's last status, waiting up to ``timeout_s`` in all for them to end."""
     out = {}
     deadline = time.monotonic() + timeout_s
     with httpx.Client() as client:
         for j in job_ids:
             left = max(5.0, deadline - time.monotonic())
-            out[j] = wait_job(client, stack.url, KEYS[0], j, timeout_s=left, poll_s=0.2)
+            out[j] = wait_job(client, url, key, j, timeout_s=left, poll_s=0.2)
     return out
 
 
-def _epoch(ts: str | None) -> float | None:
+def epoch(ts: str | None) -> float | None:
     return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() if ts else None
 
 
@@ -126,7 +136,7 @@ def worker_kills(
     with ProcessStack(root / "kills", cfg) as stack:
         stack.wait_workers_registered(2)
         redis = Redis.from_url(stack.redis.url)
-        producer = Producer(stack, _classes()).start()
+        producer = Producer(stack.url, size_classes()).start()
         events: list[dict[str, Any]] = []
         time.sleep(2)
         for _ in range(kills):
@@ -147,12 +157,12 @@ def worker_kills(
             events.append({"worker": index, "pid": proc.pid, "at": t_kill, "running_jobs": running})
             stack.start_worker(index)
         producer.stop()
-        finals = _final_statuses(stack, producer.accepted, timeout_s=240)
+        finals = final_statuses(stack.url, producer.accepted, timeout_s=240)
         crashes = stack.crashed()
         redis.close()
     recoveries = []
     for ev in events:
-        stamps = [_epoch(finals[j].get("ended_at")) for j in ev["running_jobs"] if j in finals]
+        stamps = [epoch(finals[j].get("ended_at")) for j in ev["running_jobs"] if j in finals]
         ends = [e for e in stamps if e is not None]
         if ends:
             recoveries.append(max(ends) - ev["at"])
@@ -178,7 +188,7 @@ def worker_kills(
 def redis_restarts(root: Path, restarts: int, down_s: float = 2.0) -> dict[str, Any]:
     with ProcessStack(root / "redis", suite_config(workers=1)) as stack:
         stack.wait_workers_registered()
-        classes = _classes()
+        classes = size_classes()
         accepted: list[str] = []
         outage_statuses: list[int | str] = []
         rounds = []
@@ -221,7 +231,7 @@ def redis_restarts(root: Path, restarts: int, down_s: float = 2.0) -> dict[str, 
                 t_up = time.monotonic()
                 if not live:
                     stack.resume_workers()
-                finals = _final_statuses(stack, batch, timeout_s=120)
+                finals = final_statuses(stack.url, batch, timeout_s=120)
                 probe_stop.set()
                 prober.join()
                 rounds.append({
@@ -230,7 +240,7 @@ def redis_restarts(root: Path, restarts: int, down_s: float = 2.0) -> dict[str, 
                     "finished": sum(1 for f in finals.values() if f["status"] == "finished"),
                     "drain_s": round(time.monotonic() - t_up, 2),
                 })  # fmt: skip
-        finals = _final_statuses(stack, accepted, timeout_s=60)
+        finals = final_statuses(stack.url, accepted, timeout_s=60)
         crashes = stack.crashed()
         log = stack.log_text()
     return {
@@ -260,7 +270,7 @@ def webhook_outage(root: Path, jobs: int, outage_s: float) -> dict[str, Any]:
             sub = client.post(
                 f"{stack.url}/v1/webhooks", json={"url": receiver.url}, headers=stack.headers()
             ).json()
-            classes = _classes()[:1]
+            classes = size_classes()[:1]
             accepted, t_down, t_up = [], None, None
             for i in range(jobs):
                 if i == jobs // 3:
@@ -277,7 +287,7 @@ def webhook_outage(root: Path, jobs: int, outage_s: float) -> dict[str, Any]:
                 time.sleep(max(0.0, outage_s - (time.time() - (t_down or time.time()))))
                 receiver.start()
                 t_up = time.time()
-            finals = _final_statuses(stack, accepted, timeout_s=120)
+            finals = final_statuses(stack.url, accepted, timeout_s=120)
             expected = {j for j, f in finals.items() if f["status"] == "finished"}
             deadline = time.monotonic() + 120
             got: dict[str, dict[str, Any]] = {}

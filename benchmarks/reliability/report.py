@@ -108,6 +108,32 @@ def render(r: dict[str, Any]) -> str:
              ["webhook receiver down", f"{w['outage_s']} s", f"{w['events_expected']} events", w["lost"],
               f"{w['recovery_s']} s after it came back",
               f"duplicates {w['duplicates_received']}, bad signatures {w['bad_signatures']}; attempts: {_codes(w['delivery_outcomes'])}"]]))  # fmt: skip
+    if "store" in p:
+        st = p["store"]
+        parts.append("### Content store down (API and two workers on separate hosts, S3 bucket)\n\n" + _table(
+            ["figure", "value"],
+            [["outages (store refusing connections)", f"{st['outages']} x {st['outage_s']} s"],
+             ["jobs accepted / lost", f"{st['accepted']} / {st['lost']}"],
+             ["jobs queued when the store went down (workers then woken into the outage)",
+              ", ".join(str(x) for x in st["jobs_queued_when_cut"])],
+             ["worker waits for the store logged", st["worker_waits_logged"]],
+             ["final job statuses", _codes(st["final_status"])],
+             ["API answers during the outages", _codes(st["answers_during_outages"])],
+             ["5xx other than 503", st["server_errors_5xx_other_than_503"]],
+             ["recovery: store back to the last earlier job finished", ", ".join(f"{x} s" for x in st["recovery_s"])],
+             ["processes that exited on their own", len(st["unexpected_exits"])]]))  # fmt: skip
+    if "supervisor" in p:
+        sv = p["supervisor"]
+        parts.append("### `loravet serve` supervising its worker (SIGKILLs)\n\n" + _table(
+            ["figure", "value"],
+            [["worker SIGKILLs", sv["kills"]],
+             ["jobs accepted / lost", f"{sv['accepted']} / {sv['lost']}"],
+             ["API health probes answered", f"{sv['health_probes']['answered']} of {sv['health_probes']['sent']}"],
+             ["kill to the report of an upload made right after it", ", ".join(f"{e['report_after_kill_s']} s" for e in sv["restarts"])],
+             ["serve's exit status after Ctrl-C", sv["serve_exit_status"]],
+             ["killed workers' child processes still alive after the stop", len(sv["killed_workers_children_alive_after_stop"])],
+             ["tracebacks on serve's stderr", sv["tracebacks_on_stderr"]],
+             ["supervisor lines", "<br>".join(sv["supervisor_lines"])]]))  # fmt: skip
     if "security" in p:
         s = p["security"]
         cb = s["callbacks"]

@@ -17,10 +17,12 @@ from benchmarks.reliability import (
     part_fuzz,
     part_load,
     part_security,
+    part_store,
+    part_supervisor,
 )
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "results" / "reliability"
-PARTS = ("bad_input", "fuzz", "conformance", "load", "faults", "security")
+PARTS = ("bad_input", "fuzz", "conformance", "load", "faults", "store", "supervisor", "security")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,9 @@ class Budget:
     redis_restarts: int
     webhook_jobs: int
     webhook_outage_s: float
+    store_outages: int = 1
+    store_outage_s: float = 4.0
+    supervisor_kills: int = 1
     kill_retry_interval_s: int = 0
     """Vetting retry interval while workers are killed: 0 (the service's default first retry)
     requeues at once; any other value goes through RQ's scheduler and its 61 s lock."""
@@ -49,7 +54,8 @@ QUICK = Budget("quick", mutants=100, fuzz_seconds=10, schemathesis_examples=3, s
                kills=2, redis_restarts=1, webhook_jobs=8, webhook_outage_s=3.0)  # fmt: skip
 FULL = Budget("full", mutants=300, fuzz_seconds=120, schemathesis_examples=50, schemathesis_seconds=240,
               load_uploads=500, load_clients=16, load_workers=2, load_largest=True, isolated_repeats=7,
-              kills=12, redis_restarts=3, webhook_jobs=30, webhook_outage_s=15.0)  # fmt: skip
+              kills=12, redis_restarts=3, webhook_jobs=30, webhook_outage_s=15.0,
+              store_outages=3, store_outage_s=20.0, supervisor_kills=4)  # fmt: skip
 
 
 def run(budget: Budget, parts: tuple[str, ...] = PARTS, work: Path | None = None, keep_corpus: bool = False,
@@ -106,6 +112,12 @@ def run(budget: Budget, parts: tuple[str, ...] = PARTS, work: Path | None = None
                 out = part_faults.run(work, kills=budget.kills, restarts=budget.redis_restarts,
                                       webhook_jobs=budget.webhook_jobs, outage_s=budget.webhook_outage_s,
                                       retry_interval_s=budget.kill_retry_interval_s)  # fmt: skip
+            elif part == "store":
+                out = part_store.run(
+                    work, outages=budget.store_outages, outage_s=budget.store_outage_s
+                )
+            elif part == "supervisor":
+                out = part_supervisor.run(work / "supervisor", kills=budget.supervisor_kills)
             elif part == "security":
                 out = part_security.run(work)
             else:
@@ -164,6 +176,25 @@ def goals(result: dict[str, Any]) -> dict[str, Any]:
             or f["redis_restart"]["api_crashes"]
             or f["worker_sigkill"]["unexpected_exits"]
             or f["webhook_receiver_down"]["crashes"]
+        )
+    if "store" in p:
+        st = p["store"]
+        g["store_outage_no_job_lost"] = st["lost"] == 0
+        g["store_outage_no_500_no_crash"] = (
+            st["server_errors_5xx_other_than_503"] == 0 and not st["unexpected_exits"]
+        )
+    if "supervisor" in p:
+        sv = p["supervisor"]
+        g["supervisor_no_job_lost"] = sv["lost"] == 0
+        g["supervisor_api_up_throughout"] = (
+            sv["health_probes"]["answered"] == sv["health_probes"]["sent"] > 0
+        )
+        g["supervisor_restarts_every_kill"] = (
+            all(e["report_after_kill_s"] is not None for e in sv["restarts"])
+            and sv["serve_exit_status"] == 0
+        )
+        g["supervisor_no_orphans_no_tracebacks"] = (
+            not sv["killed_workers_children_alive_after_stop"] and sv["tracebacks_on_stderr"] == 0
         )
     if "security" in p:
         s = p["security"]

@@ -1,8 +1,9 @@
 """The quick budget of the reliability suite (``python -m benchmarks.reliability --quick``), one test
 per part, each against its own real stack on loopback (embedded Redis, uvicorn, worker processes):
 156 hostile and mutated uploads, 10 s of fuzzing, schemathesis, 40 concurrent uploads and a
-backpressure flood, 2 worker SIGKILLs, a Redis restart, a webhook receiver outage, the security
-checks. The full budget's figures are in docs/reliability.md.
+backpressure flood, 2 worker SIGKILLs, a Redis restart, a webhook receiver outage, a 4 s content
+store outage with the API and two workers on separate "hosts" (S3 bucket), a worker SIGKILL under
+``loravet serve``, the security checks. The full budget's figures are in docs/reliability.md.
 """
 
 from __future__ import annotations
