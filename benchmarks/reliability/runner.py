@@ -214,7 +214,11 @@ def goals(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def write(result: dict[str, Any], out_dir: Path = RESULTS_DIR) -> Path:
+    """``reliability_<budget>.json`` for a run of every part; a run of some parts is written
+    beside it (``reliability_<budget>_<part>-<part>.json``) and never replaces the whole run."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"reliability_{result['budget']['name']}.json"
+    ran = list(result["parts"])
+    suffix = "" if sorted(ran) == sorted(PARTS) else "_" + "-".join(ran)
+    path = out_dir / f"reliability_{result['budget']['name']}{suffix}.json"
     path.write_text(json.dumps(result, indent=2, sort_keys=False, default=str) + "\n")
     return path
