@@ -82,8 +82,8 @@ bench: install ## run the benchmark experiments whose results are missing or out
 examples: install ## rewrite examples/<recipe>/{clean,backdoored} (held-out zoo finetunes; deterministic: the same adapter bytes as committed)
 	$(BIN)/python examples/make_examples.py
 
-compose-check: install ## validate docker-compose.yml with the compose binary (no Docker engine needed)
-	LORAVET_API_KEYS=dummy-key-for-validation-only $(BIN)/python -c "import compose, pathlib, subprocess, sys; sys.exit(subprocess.call([str(pathlib.Path(compose.__file__).parent / 'docker-compose'), '-f', 'docker-compose.yml', 'config', '-q']))"
+compose-check: install ## validate docker-compose.yml with the compose binary, with and without its profiles (gpu, s3, zoo; no Docker engine needed)
+	LORAVET_API_KEYS=dummy-key-for-validation-only $(BIN)/python -c "import compose, pathlib, subprocess, sys; b = str(pathlib.Path(compose.__file__).parent / 'docker-compose'); sys.exit(any(subprocess.call([b, '-f', 'docker-compose.yml', *p, 'config', '-q']) for p in ([], ['--profile', 'gpu', '--profile', 's3', '--profile', 'zoo'])))"
 
 screenshots: install ## rewrite docs/screenshots/ from the browser tests (make test writes them to a temporary folder)
 	LORAVET_SCREENSHOTS_DIR=docs/screenshots $(BIN)/python -m pytest -q tests/web/test_browser.py
