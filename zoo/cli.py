@@ -177,7 +177,12 @@ def _redis(url: str) -> Redis:
 
     from zoo.build_zoo import ZooBuildError
 
-    redis = Redis.from_url(url)
+    try:
+        redis = Redis.from_url(url)
+    except ValueError as exc:
+        raise ZooBuildError(
+            f"{url!r} is not a Redis URL ({exc}); accepted: redis://[:password@]host:port/db"
+        ) from None
     try:
         redis.ping()
     except RedisError as exc:
