@@ -12,8 +12,9 @@ awaitable"; this client is synchronous, so the casts below are the only place th
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
+from pydantic import AfterValidator
 from redis import Redis
 from redis.client import Pipeline
 
@@ -32,6 +33,24 @@ EVENT_TTL_S = 14 * 24 * 3600
 """How long an event body is kept for its retries (longer than the whole retry schedule)."""
 
 VERDICTS = ("accept", "review", "reject")
+
+
+REDIS_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def check_redis_url(value: str) -> str:
+    """A settings value that redis-py can connect with, checked when settings are read, so a
+    mistyped URL is one ``error:`` line at start instead of a traceback from the client."""
+    if not value.startswith(REDIS_URL_SCHEMES):
+        raise ValueError(  # the value is not repeated: a Redis URL may hold a password
+            "not a Redis URL; accepted: redis://[:password@]host:port/db, rediss:// (TLS) or "
+            "unix:///path/to/socket"
+        )
+    return value
+
+
+RedisUrl = Annotated[str, AfterValidator(check_redis_url)]
+"""The type of every process's ``redis_url`` setting."""
 
 
 class RedisKeys:

@@ -13,7 +13,7 @@ import sys
 
 from pydantic import ValidationError
 
-from core.cli_support import Parser
+from core.cli_support import Parser, settings_error
 
 
 def build_parser() -> Parser:
@@ -26,16 +26,6 @@ def build_parser() -> Parser:
     return p
 
 
-def settings_error(exc: ValidationError) -> str:
-    """One line naming the setting and the problem, never the value (it may be a key)."""
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err.get("loc", ()))
-        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        parts.append(f"LORAVET_API_{loc.upper()}: {msg}" if loc else msg)
-    return "; ".join(parts)
-
-
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     from service.settings import ApiSettings
@@ -43,7 +33,9 @@ def main(argv: list[str]) -> int:
     try:
         settings = ApiSettings()
     except ValidationError as exc:
-        print(f"error: invalid API settings: {settings_error(exc)}", file=sys.stderr)
+        print(
+            f"error: invalid API settings: {settings_error(exc, 'LORAVET_API_')}", file=sys.stderr
+        )
         return 2
     import uvicorn
 

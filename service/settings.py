@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.content_store import ContentStoreSettings
+from core.redis_model import RedisUrl
 
 MIN_KEY_LENGTH = 20
 """Shortest API key accepted (``loravet serve`` generates 43 characters)."""
@@ -41,7 +42,7 @@ class ApiSettings(BaseSettings, ContentStoreSettings):
 
     model_config = SettingsConfigDict(env_prefix="LORAVET_API_", env_file=".env", extra="ignore")
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
     keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     key_hashes: Annotated[list[str], NoDecode] = Field(default_factory=list)
 

@@ -17,7 +17,9 @@ import json
 import sys
 from pathlib import Path
 
-from core.cli_support import Parser
+from pydantic import ValidationError
+
+from core.cli_support import Parser, settings_error
 
 
 def build_parser() -> Parser:
@@ -47,8 +49,11 @@ def main(argv: list[str]) -> int:
 
     try:
         settings = WorkerSettings(**({"storage_dir": args.storage} if args.storage else {}))
-    except ValueError as exc:
-        print(f"error: invalid store settings: {exc}", file=sys.stderr)
+    except ValidationError as exc:
+        print(
+            f"error: invalid store settings: {settings_error(exc, 'LORAVET_WORKER_')}",
+            file=sys.stderr,
+        )
         return 2
     try:
         digest, entries = publish_predictor_set(open_content_store(settings), args.directory)

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from core.content_store import ContentStoreSettings
 from core.contracts import is_sha256_hex
+from core.redis_model import RedisUrl
 from loravet import SHIPPED_PREDICTORS
 
 DEFAULT_WEBHOOK_RETRY_SCHEDULE = (5, 30, 120, 600, 1800, 7200, 18000, 36000)
@@ -34,7 +35,7 @@ class WorkerSettings(BaseSettings, ContentStoreSettings):
 
     model_config = SettingsConfigDict(env_prefix="LORAVET_WORKER_", env_file=".env", extra="ignore")
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
     predictor_dir: Path = SHIPPED_PREDICTORS
     """The predictors to load, from a directory this machine can read (mounted or shipped)."""
     predictor_set: str | None = None

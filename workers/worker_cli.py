@@ -20,10 +20,11 @@ import sys
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
 from redis import Redis
 from redis.exceptions import RedisError
 
-from core.cli_support import Parser
+from core.cli_support import Parser, settings_error
 from workers.settings import WorkerSettings
 
 log = logging.getLogger("loravet.worker")
@@ -100,8 +101,11 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
-    except ValueError as exc:
-        print(f"error: invalid worker settings: {exc}", file=sys.stderr)
+    except ValidationError as exc:
+        print(
+            f"error: invalid worker settings: {settings_error(exc, 'LORAVET_WORKER_')}",
+            file=sys.stderr,
+        )
         return 2
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

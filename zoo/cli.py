@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import os
 
-from core.cli_support import Parser
+from pydantic import ValidationError
+
+from core.cli_support import Parser, settings_error
 
 # One thread per process, for BLAS too: these must be set before numpy loads its BLAS (spawned
 # workers inherit them). Two processes each spinning two BLAS threads on a two-core machine
@@ -227,8 +229,10 @@ def _worker(args: argparse.Namespace) -> int:
     }
     try:
         settings = ZooWorkerSettings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValueError as exc:
-        raise ZooBuildError(f"invalid worker settings: {exc}") from None
+    except ValidationError as exc:
+        raise ZooBuildError(
+            f"invalid worker settings: {settings_error(exc, 'LORAVET_WORKER_')}"
+        ) from None
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -243,8 +247,10 @@ def _pull(args: argparse.Namespace) -> int:
 
     try:
         settings = ZooWorkerSettings(**({"storage_dir": args.storage} if args.storage else {}))
-    except ValueError as exc:
-        raise ZooBuildError(f"invalid store settings: {exc}") from None
+    except ValidationError as exc:
+        raise ZooBuildError(
+            f"invalid store settings: {settings_error(exc, 'LORAVET_WORKER_')}"
+        ) from None
     try:
         got = pull_build(_redis(args.queue), open_content_store(settings), args.build_id, args.out)
     except StoreUnavailableError as exc:

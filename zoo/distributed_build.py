@@ -46,6 +46,7 @@ from core import redis_model
 from core.content_store import ContentStore, ContentStoreSettings, open_content_store
 from core.contracts import ZOO_FUNCTION, ZOO_QUEUE, ZooJobArgs
 from core.provenance import file_sha256
+from core.redis_model import RedisUrl
 from zoo.build_zoo import (
     TMP_DIR,
     ZooBuildError,
@@ -73,7 +74,7 @@ class ZooWorkerSettings(BaseSettings, ContentStoreSettings):
 
     model_config = SettingsConfigDict(env_prefix="LORAVET_WORKER_", env_file=".env", extra="ignore")
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
     device: Literal["cpu", "cuda"] = "cpu"
     """Where the finetunes train (one worker process per GPU)."""
     name: str | None = None
