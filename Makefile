@@ -94,7 +94,7 @@ test-web: install ## the web pages' tests only (headless Chromium; installs Debi
 soak: install ## reliability, security and load suite, full budget (~20 min; writes benchmarks/results/reliability/)
 	$(BIN)/python -m benchmarks.reliability --full
 
-soak-quick: install ## the same suite at the quick budget (~3 min; also part of make test)
+soak-quick: install ## the same suite at the quick budget (~5 min; all but its supervisor part also run in make test)
 	$(BIN)/python -m benchmarks.reliability --quick
 
 lint: install ## ruff check and format check, and mypy (settings in pyproject.toml)
