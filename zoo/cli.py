@@ -236,6 +236,14 @@ def _worker(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ZooBuildError(
+                f"--device cuda: torch {torch.__version__} sees no CUDA device here; "
+                "accepted on this machine: --device cpu"
+            )
     _redis(settings.redis_url)
     return run_worker(settings, burst=args.burst)
 

@@ -179,6 +179,12 @@ def test_pull_and_worker_refuse_bad_input_in_one_line(
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: Redis at redis://127.0.0.1:1/0 does not answer")
     assert err.count("\n") == 1
+    import torch
+
+    if not torch.cuda.is_available():
+        code = zoo_main(["worker", "--device", "cuda", "--redis-url", redis_url])
+        err = capsys.readouterr().err
+        assert code == 2 and "--device cuda: torch" in err and "sees no CUDA device" in err
     code = zoo_main(["pull", "x", "--queue", "not-a-url", "--out", str(tmp_path / "z")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: 'not-a-url' is not a Redis URL")
