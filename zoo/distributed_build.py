@@ -341,5 +341,28 @@ def run_worker(settings: ZooWorkerSettings, *, burst: bool = False) -> int:
         maintenance_interval_s=settings.maintenance_interval_s,
     )
     log.info("zoo worker %s on %s, store %s", worker.name, settings.device, settings.store_backend)
-    worker.work(burst=burst, with_scheduler=False, logging_level=settings.log_level)
+    clear_scratch(settings.storage_dir)
+    try:
+        worker.work(burst=burst, with_scheduler=False, logging_level=settings.log_level)
+    finally:
+        clear_scratch(settings.storage_dir, only_pid=os.getpid())
     return 0
+
+
+def clear_scratch(storage_dir: Path, only_pid: int | None = None) -> list[Path]:
+    """Remove zoo worker scratch directories (``<build>.<pid>``) of processes that no longer run,
+    or only this process's (``only_pid``, at a warm stop); returns what was removed. A SIGKILLed
+    worker's directory is cleared by the next worker that starts on the same storage."""
+    from core.durable_worker import pid_alive
+
+    root = storage_dir.resolve() / "zoo-scratch"
+    removed = []
+    for folder in sorted(root.glob("*.*")) if root.is_dir() else []:
+        pid_text = folder.name.rsplit(".", 1)[1]
+        if not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        if (only_pid is not None and pid == only_pid) or (only_pid is None and not pid_alive(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed

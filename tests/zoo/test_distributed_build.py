@@ -23,6 +23,7 @@ from harness.embedded_s3 import EmbeddedS3
 from harness.profile import settings_env
 from tests.zoo.tiny_zoo import DIGITS_COUNT, TINY_SCALE
 from zoo.cli import main as zoo_main
+from zoo.distributed_build import clear_scratch
 
 pytestmark = pytest.mark.redis
 
@@ -139,6 +140,11 @@ def test_two_workers_one_killed_build_the_same_bytes_as_a_local_build(
                     proc.wait(60)
         assert survivor.returncode == 0  # a warm stop
         assert "zoo-files" not in {p.name for p in (tmp_path / "host1").rglob("*")}  # no local copy
+        # a warm stop clears the worker's scratch; the killed worker's is cleared by the next start
+        assert list((tmp_path / "host1" / "store" / "zoo-scratch").iterdir()) == []
+        left = list((tmp_path / "host0" / "store" / "zoo-scratch").iterdir())
+        assert [p.name.rsplit(".", 1)[1] for p in left] == [str(doomed.pid)]
+        assert clear_scratch(tmp_path / "host0" / "store") == left and not left[0].exists()
 
         for name, value in store.items():
             monkeypatch.setenv(f"LORAVET_WORKER_{name.upper()}", str(value))
