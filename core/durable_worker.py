@@ -30,6 +30,8 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis import Redis
 from rq import Queue, SimpleWorker
 from rq.exceptions import DequeueTimeout, NoSuchJobError
@@ -38,10 +40,33 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
+from core.content_store import ContentStoreSettings
+from core.redis_model import RedisUrl
+
 log = logging.getLogger("loravet.worker")
 
 IDLE_POLL_S = 1
 """While idle, the worker blocks this long on the first queue between polls of the others."""
+
+
+class DurableWorkerSettings(BaseSettings, ContentStoreSettings):
+    """What every durable worker reads from ``LORAVET_WORKER_*`` (or a ``.env``): Redis, the
+    content store, its name, heartbeats and logging. The vetting and zoo workers extend it, so
+    one host configured for either serves both."""
+
+    model_config = SettingsConfigDict(env_prefix="LORAVET_WORKER_", env_file=".env", extra="ignore")
+
+    redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
+    name: str | None = None
+    """Worker name in Redis (default: host and pid)."""
+
+    execution_ttl_s: int = Field(default=60, ge=2)
+    """A running job whose worker sent no heartbeat for this long is abandoned and retried elsewhere."""
+
+    maintenance_interval_s: int = Field(default=30, ge=1)
+    """How often the worker looks for abandoned jobs and stale queue entries."""
+
+    log_level: str = "INFO"
 
 
 class DurableQueue(Queue):

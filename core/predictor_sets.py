@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from core.content_store import ContentStore
+from core.contracts import is_sha256_hex
 
 FORMAT = "loravet.predictor-set/1"
 CONFIG_FILE = "config.json"
@@ -176,7 +177,6 @@ def _read_manifest(data: bytes, digest: str) -> dict[str, dict[str, str]]:
     predictors = doc.get("predictors")
     if not isinstance(predictors, dict) or not predictors:
         raise PredictorSetError(f"predictor set {digest} lists no predictors")
-    from core.contracts import is_sha256_hex
 
     out: dict[str, dict[str, str]] = {}
     for name, files in predictors.items():

@@ -31,6 +31,27 @@ from harness.profile import FAST_API, FAST_WORKER, KEYS, settings_env
 REPO = Path(__file__).resolve().parents[2]
 
 
+def started_jobs(redis: Any, queue: str, worker_name: str) -> list[str]:
+    """Ids of the jobs of ``queue`` that worker ``worker_name`` runs now: RQ's started registry,
+    then each job's ``worker_name``. A job that finishes between the two reads is left out."""
+    from rq import Queue
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+    from rq.registry import StartedJobRegistry
+    from rq.serializers import JSONSerializer
+
+    q = Queue(queue, connection=redis, serializer=JSONSerializer)
+    out = []
+    for job_id in StartedJobRegistry(queue=q).get_job_ids(cleanup=False):
+        try:
+            job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+        except NoSuchJobError:
+            continue
+        if job.worker_name == worker_name:
+            out.append(job_id)
+    return out
+
+
 @dataclass
 class StackConfig:
     workers: int = 1
@@ -216,25 +237,11 @@ class ProcessStack:
         return proc.pid
 
     def jobs_running_on(self, redis: Any, index: int) -> list[str]:
-        """Ids of the vetting jobs worker ``index`` runs now (RQ's started registry and each job's
-        ``worker_name``; the test profile names workers ``rel-w<index>``)."""
-        from rq import Queue
-        from rq.job import Job
-        from rq.registry import StartedJobRegistry
-        from rq.serializers import JSONSerializer
-
+        """Ids of the vetting jobs worker ``index`` runs now (the test profile names workers
+        ``rel-w<index>``)."""
         from core.contracts import VET_QUEUE
 
-        q = Queue(VET_QUEUE, connection=redis, serializer=JSONSerializer)
-        out = []
-        for job_id in StartedJobRegistry(queue=q).get_job_ids(cleanup=False):
-            try:
-                job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
-            except Exception:
-                continue
-            if job.worker_name == f"rel-w{index}":
-                out.append(job_id)
-        return out
+        return started_jobs(redis, VET_QUEUE, f"rel-w{index}")
 
     def pause_workers(self) -> None:
         for p in self.workers:

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
-from core.content_store import ContentStoreSettings
 from core.contracts import is_sha256_hex
-from core.redis_model import RedisUrl
+from core.durable_worker import DurableWorkerSettings
 from loravet import SHIPPED_PREDICTORS
 
 DEFAULT_WEBHOOK_RETRY_SCHEDULE = (5, 30, 120, 600, 1800, 7200, 18000, 36000)
@@ -28,14 +27,12 @@ def parse_int_list(value: object) -> object:
     return value
 
 
-class WorkerSettings(BaseSettings, ContentStoreSettings):
-    """Everything a resident worker needs; defaults suit ``loravet serve`` on one machine. The
-    content store (``LORAVET_WORKER_STORE_BACKEND``, ``..._STORAGE_DIR``, ``..._S3_*``) is
-    :class:`core.content_store.ContentStoreSettings`, shared with the API's settings."""
+class WorkerSettings(DurableWorkerSettings):
+    """Everything a resident worker needs; defaults suit ``loravet serve`` on one machine. Redis,
+    the content store (``LORAVET_WORKER_STORE_BACKEND``, ``..._STORAGE_DIR``, ``..._S3_*``, shared
+    with the API's settings), name, heartbeats and logging are
+    :class:`core.durable_worker.DurableWorkerSettings`, shared with the zoo worker."""
 
-    model_config = SettingsConfigDict(env_prefix="LORAVET_WORKER_", env_file=".env", extra="ignore")
-
-    redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
     predictor_dir: Path = SHIPPED_PREDICTORS
     """The predictors to load, from a directory this machine can read (mounted or shipped)."""
     predictor_set: str | None = None
@@ -52,15 +49,6 @@ class WorkerSettings(BaseSettings, ContentStoreSettings):
         default_factory=lambda: ["loravet-vetting", "loravet-webhooks"]
     )
     """Queues served, highest priority first."""
-
-    name: str | None = None
-    """Worker name in Redis (default: host and pid)."""
-
-    execution_ttl_s: int = Field(default=60, ge=2)
-    """A running job whose worker sent no heartbeat for this long is abandoned and retried elsewhere."""
-
-    maintenance_interval_s: int = Field(default=30, ge=1)
-    """How often the worker looks for abandoned jobs and stale queue entries."""
 
     with_scheduler: bool = True
     """Run RQ's scheduler (needed for retries with a delay)."""
@@ -80,8 +68,6 @@ class WorkerSettings(BaseSettings, ContentStoreSettings):
     )
     webhook_jitter: float = Field(default=0.2, ge=0, le=1)
     """Each retry delay is multiplied by a random factor in [1 - jitter, 1 + jitter]."""
-
-    log_level: str = "INFO"
 
     @field_validator("predictor_set", mode="before")
     @classmethod

@@ -38,15 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis import Redis
 
 from core import redis_model
-from core.content_store import ContentStore, ContentStoreSettings, open_content_store
+from core.content_store import ContentStore, open_content_store
 from core.contracts import ZOO_FUNCTION, ZOO_QUEUE, ZooJobArgs
+from core.durable_worker import DurableWorker, DurableWorkerSettings, pid_alive
 from core.provenance import file_sha256
-from core.redis_model import RedisUrl
 from zoo.build_zoo import (
     TMP_DIR,
     ZooBuildError,
@@ -68,20 +66,14 @@ JOB_RETRIES = 3
 _FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-class ZooWorkerSettings(BaseSettings, ContentStoreSettings):
+class ZooWorkerSettings(DurableWorkerSettings):
     """A zoo worker's settings, from the same ``LORAVET_WORKER_*`` variables as a vetting worker's
-    (Redis, the content store), so a GPU host configured for one serves the other too."""
+    (Redis, the content store, name, heartbeats), so a GPU host configured for one serves the
+    other too. ``execution_ttl_s``: a LoRA whose worker sent no heartbeat for this long is rebuilt
+    by another worker."""
 
-    model_config = SettingsConfigDict(env_prefix="LORAVET_WORKER_", env_file=".env", extra="ignore")
-
-    redis_url: RedisUrl = "redis://127.0.0.1:6379/0"
     device: Literal["cpu", "cuda"] = "cpu"
     """Where the finetunes train (one worker process per GPU)."""
-    name: str | None = None
-    execution_ttl_s: int = Field(default=60, ge=2)
-    """A LoRA whose worker sent no heartbeat for this long is rebuilt by another worker."""
-    maintenance_interval_s: int = Field(default=30, ge=1)
-    log_level: str = "INFO"
 
 
 @dataclass(frozen=True)
@@ -328,8 +320,6 @@ def pull_build(redis: Redis, store: ContentStore, build_id: str, out: Path) -> P
 def run_worker(settings: ZooWorkerSettings, *, burst: bool = False) -> int:
     """Serve the zoo queue until stopped (SIGTERM/SIGINT: after the LoRA in hand) or, with
     ``burst``, until it is empty. Returns the exit code."""
-    from core.durable_worker import DurableWorker
-
     quiet_libraries()
     runtime = ZooRuntime(settings)
     set_runtime(runtime)
@@ -353,8 +343,6 @@ def clear_scratch(storage_dir: Path, only_pid: int | None = None) -> list[Path]:
     """Remove zoo worker scratch directories (``<build>.<pid>``) of processes that no longer run,
     or only this process's (``only_pid``, at a warm stop); returns what was removed. A SIGKILLed
     worker's directory is cleared by the next worker that starts on the same storage."""
-    from core.durable_worker import pid_alive
-
     root = storage_dir.resolve() / "zoo-scratch"
     removed = []
     for folder in sorted(root.glob("*.*")) if root.is_dir() else []:

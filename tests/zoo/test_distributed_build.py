@@ -21,6 +21,7 @@ from core import redis_model
 from core.contracts import ZOO_QUEUE
 from harness.embedded_s3 import EmbeddedS3
 from harness.profile import settings_env
+from harness.stack import started_jobs
 from tests.zoo.tiny_zoo import DIGITS_COUNT, TINY_SCALE
 from zoo.cli import main as zoo_main
 from zoo.distributed_build import clear_scratch
@@ -44,21 +45,6 @@ def _worker(name: str, host: Path, env: dict[str, str]) -> subprocess.Popen[byte
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-
-
-def _running_on(redis: Redis, worker: str) -> list[str]:
-    from rq import Queue
-    from rq.job import Job
-    from rq.registry import StartedJobRegistry
-    from rq.serializers import JSONSerializer
-
-    queue = Queue(ZOO_QUEUE, connection=redis, serializer=JSONSerializer)
-    out = []
-    for job_id in StartedJobRegistry(queue=queue).get_job_ids(cleanup=False):
-        job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
-        if job.worker_name == worker:
-            out.append(job_id)
-    return out
 
 
 def _lora_files(zoo: Path) -> dict[str, bytes]:
@@ -117,7 +103,7 @@ def test_two_workers_one_killed_build_the_same_bytes_as_a_local_build(
         survivor = None
         try:
             deadline = time.monotonic() + 120
-            while not (taken := _running_on(redis, "zw0")):
+            while not (taken := started_jobs(redis, ZOO_QUEUE, "zw0")):
                 assert doomed.poll() is None, (tmp_path / "host0" / "worker.log").read_text()
                 assert time.monotonic() < deadline, "worker zw0 never started a LoRA"
                 time.sleep(0.05)
