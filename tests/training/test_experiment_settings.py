@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.cli_runs import run_cli
 from training.experiment_settings import SettingsError, cell_settings, load_spec, train_settings
 from training.train_cli import main as train_main
 
@@ -122,9 +121,7 @@ def test_train_settings_errors_are_one_line(
         spec.write_text(spec_text)
     argv = ["--zoo", str(small_zoo), "--task", "harmful", "--model", model, "--settings", str(spec),
             "--out", str(tmp_path / "x")]  # fmt: skip
-    proc = subprocess.run([sys.executable, "-m", "loravet", "train", *argv], capture_output=True,
-                          text=True, cwd=tmp_path)  # fmt: skip
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("error:") and words in proc.stderr
-    assert "Traceback" not in proc.stderr
+    code, stderr = run_cli(["train", *argv], tmp_path)
+    assert code == 2
+    assert stderr.strip().splitlines()[-1].startswith("error:") and words in stderr
     assert not (tmp_path / "x").exists()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from models.predictor import load_predictor
+from tests.cli_runs import run_cli
 from training import metrics
 from training.evaluate_cli import main as evaluate_main
 from training.train_cli import main as train_main
@@ -157,6 +158,14 @@ def test_train_bad_input_is_one_error_line(
     small_zoo: Path, tmp_path: Path, argv: list[str], words: str
 ) -> None:
     argv = [str(small_zoo) if a == "ZOO" else a for a in argv]
+    code, stderr = run_cli(["train", *argv], tmp_path)
+    assert code == 2
+    assert stderr.strip().splitlines()[-1].startswith("error:") and words in stderr
+
+
+def test_train_bad_input_through_the_real_entry_point(tmp_path: Path) -> None:
+    """The same as a user's shell runs it: one ``error:`` line, exit code 2, no traceback."""
+    argv = ["--zoo", "/nonexistent", "--task", "harmful", "--model", "gl_net", "--out", "x"]
     proc = subprocess.run(
         [sys.executable, "-m", "loravet", "train", *argv],
         capture_output=True,
@@ -165,7 +174,7 @@ def test_train_bad_input_is_one_error_line(
     )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("error:") and words in proc.stderr
+    assert lines[-1].startswith("error:") and "manifest.jsonl is missing" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
