@@ -27,6 +27,6 @@ def run_cli(argv: list[str], cwd: Path) -> tuple[int, str]:
     ):
         try:
             code = main(argv)
-        except SystemExit as exc:  # argparse's usage errors
-            code = exc.code if isinstance(exc.code, int) else 1
+        except SystemExit as exc:  # argparse's usage errors; sys.exit(None) is success
+            code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
     return code, err.getvalue()

@@ -124,4 +124,5 @@ def test_train_settings_errors_are_one_line(
     code, stderr = run_cli(["train", *argv], tmp_path)
     assert code == 2
     assert stderr.strip().splitlines()[-1].startswith("error:") and words in stderr
+    assert "Traceback" not in stderr
     assert not (tmp_path / "x").exists()

@@ -161,6 +161,7 @@ def test_train_bad_input_is_one_error_line(
     code, stderr = run_cli(["train", *argv], tmp_path)
     assert code == 2
     assert stderr.strip().splitlines()[-1].startswith("error:") and words in stderr
+    assert "Traceback" not in stderr
 
 
 def test_train_bad_input_through_the_real_entry_point(tmp_path: Path) -> None:
