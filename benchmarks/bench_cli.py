@@ -136,19 +136,29 @@ def write_result(
     tmp.replace(path)
 
 
-def _cell_task(args: tuple[str, str, str, str, str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+def seed_progress_path(out: Path) -> Path:
+    """Where a running cell keeps its finished seeds (``model_runs.SeedProgress``): out of git,
+    removed once the cell's result is written."""
+    return RESULTS / "tmp" / "seeds" / out.parent.name / out.name
+
+
+def _cell_task(
+    args: tuple[str, str, str, str, str, dict[str, Any], dict[str, Any]],
+) -> tuple[str, dict[str, Any]]:
     from benchmarks import e7_held_out_triggers, model_runs
     from training.zoo_dataset import TASKS
 
-    experiment, zoo_dir, task, model, out, spec = args
+    experiment, zoo_dir, task, model, out, spec, key = args
     assert task in TASKS, task
+    if experiment == "e7":  # one fit per seed as well, but its runner is keyed by its own source
+        return out, e7_held_out_triggers.run_e7_cell(zoo_dir, task, model, spec)
     runner = {
         "e1": model_runs.run_e1_cell,
         "e2": model_runs.run_e2_cell,
         "e5": model_runs.run_e5_cell,
-        "e7": e7_held_out_triggers.run_e7_cell,
     }[experiment]
-    return out, runner(zoo_dir, task, model, spec)
+    progress = model_runs.SeedProgress(seed_progress_path(Path(out)), key)
+    return out, runner(zoo_dir, task, model, spec, progress)
 
 
 PROSE = ("name", "what", "why")  # and every ``*_note``
@@ -195,7 +205,7 @@ def model_cells(
                     key["runner"] = file_sha256(ROOT / "e7_held_out_triggers.py")[:16]
                 out = RESULTS / experiment / f"{zoo_name}--{task}--{model}.json"
                 cells.append(
-                    (out, key, (experiment, str(zoo_dir), task, model, str(out), cell_spec))
+                    (out, key, (experiment, str(zoo_dir), task, model, str(out), cell_spec, key))
                 )
     return cells
 
@@ -237,6 +247,7 @@ def run_model_experiments(experiments: list[str], jobs: int, zoos: set[str] | No
                 },
                 zoo_dir,
             )
+            seed_progress_path(Path(out)).unlink(missing_ok=True)
             log.info("%s: wrote %s", experiment, out)
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import statistics
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +24,42 @@ def _config(task: Task, model: str, seed: int, spec: dict[str, Any]) -> TrainCon
     )
 
 
+class SeedProgress:
+    """The finished seeds of one cell, kept on disk until the cell's result is written.
+
+    Why: a cell trains its model once per seed, and a GL-net cell on the causal-lm zoo takes about
+    an hour; a session that ends mid-cell would otherwise throw away every seed it finished. A seed
+    is reused only under the same cell key (spec, zoo and code hashes), and every fit is seeded on
+    its own (``torch.manual_seed(seed)`` in ``fit``), so a resumed cell reports what an
+    uninterrupted run would have, its recorded training times included. With no path it keeps
+    nothing (the runners called directly, as in the refactor check)."""
+
+    def __init__(self, path: Path | None = None, key: dict[str, Any] | None = None) -> None:
+        self.path, self.key = path, key
+        self.done: dict[int, Any] = {}
+        if path is not None and path.is_file():
+            try:
+                doc = json.loads(path.read_text())
+            except json.JSONDecodeError:  # a write cut off mid-way: start the cell over
+                doc = {}
+            if doc.get("key") == key:
+                self.done = {int(seed): r for seed, r in doc.get("seeds", {}).items()}
+
+    def run(self, seed: int, fit_seed: Callable[[], Any]) -> Any:
+        if seed not in self.done:
+            self.done[seed] = fit_seed()
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.path.with_suffix(".tmp")
+                tmp.write_text(json.dumps({"key": self.key, "seeds": self.done}))
+                tmp.replace(self.path)
+        return self.done[seed]
+
+    def clear(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
 def mean_std(values: list[float]) -> dict[str, float]:
     vals = [v for v in values if v == v]  # drop NaN
     if not vals:
@@ -36,20 +75,25 @@ def summarise(per_seed: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     return {k: mean_std([s[k] for s in per_seed]) for k in keys}
 
 
-def run_e1_cell(zoo_dir: str, task: Task, model: str, spec: dict[str, Any]) -> dict[str, Any]:
+def run_e1_cell(
+    zoo_dir: str, task: Task, model: str, spec: dict[str, Any], progress: SeedProgress | None = None
+) -> dict[str, Any]:
     torch.set_num_threads(1)
+    progress = progress or SeedProgress()
     zoo = Zoo.open(zoo_dir)
     train = load_task(zoo, "train", task)
     val = load_task(zoo, "val", task, spec=train.batch.spec)
     test = load_task(zoo, "test", task, spec=train.batch.spec)
-    per_seed = []
-    for seed in spec["seeds"]:
+
+    def one_seed(seed: int) -> dict[str, float]:
         result = fit(_config(task, model, seed, spec), train, val)
         pred = to_user_units(
             task, predict_raw(result.model, test.batch), result.target_mean, result.target_std
         )
-        per_seed.append({**task_metrics(task, test.y, pred, result.threshold), "train_seconds": result.seconds,
-                         "best_epoch": float(result.best_epoch)})  # fmt: skip
+        return {**task_metrics(task, test.y, pred, result.threshold), "train_seconds": result.seconds,
+                "best_epoch": float(result.best_epoch)}  # fmt: skip
+
+    per_seed = [progress.run(seed, lambda seed=seed: one_seed(seed)) for seed in spec["seeds"]]
     return {
         "n_train": len(train),
         "n_val": len(val),
@@ -59,8 +103,11 @@ def run_e1_cell(zoo_dir: str, task: Task, model: str, spec: dict[str, Any]) -> d
     }
 
 
-def run_e2_cell(zoo_dir: str, task: Task, model: str, spec: dict[str, Any]) -> dict[str, Any]:
+def run_e2_cell(
+    zoo_dir: str, task: Task, model: str, spec: dict[str, Any], progress: SeedProgress | None = None
+) -> dict[str, Any]:
     torch.set_num_threads(1)
+    progress = progress or SeedProgress()
     zoo = Zoo.open(zoo_dir)
     train = load_task(zoo, spec["train_split"], task)
     val = load_task(zoo, spec["val_split"], task, spec=train.batch.spec)
@@ -69,8 +116,8 @@ def run_e2_cell(zoo_dir: str, task: Task, model: str, spec: dict[str, Any]) -> d
         name = f"rank_generalisation/test/{r}"
         if name in zoo.splits:
             tests[r] = load_task(zoo, name, task, spec=train.batch.spec)
-    per_seed = []
-    for seed in spec["seeds"]:
+
+    def one_seed(seed: int) -> dict[str, dict[str, float]]:
         result = fit(_config(task, model, seed, spec), train, val)
         by_rank = {}
         for r, data in tests.items():
@@ -78,7 +125,9 @@ def run_e2_cell(zoo_dir: str, task: Task, model: str, spec: dict[str, Any]) -> d
                 task, predict_raw(result.model, data.batch), result.target_mean, result.target_std
             )
             by_rank[str(r)] = task_metrics(task, data.y, pred, result.threshold)
-        per_seed.append(by_rank)
+        return by_rank
+
+    per_seed = [progress.run(seed, lambda seed=seed: one_seed(seed)) for seed in spec["seeds"]]
     summary = {r: summarise([s[r] for s in per_seed]) for r in per_seed[0]}
     return {"n_train": len(train), "test_sizes": {str(r): len(d) for r, d in tests.items()}, "per_seed": per_seed,
             "summary": summary}  # fmt: skip
@@ -120,7 +169,9 @@ def task_to_quality(
     return best[1], best[2], best[3]
 
 
-def run_e5_cell(zoo_dir: str, task: Task, model: str, spec: dict[str, Any]) -> dict[str, Any]:
+def run_e5_cell(
+    zoo_dir: str, task: Task, model: str, spec: dict[str, Any], progress: SeedProgress | None = None
+) -> dict[str, Any]:
     """Quality read through the task: ``model`` learns the zoo's membership labels (which topics
     a finetune was trained on) from the weights, and a ridge map from the true labels of the
     train split to quality turns its predicted probabilities into a quality estimate.
@@ -130,6 +181,7 @@ def run_e5_cell(zoo_dir: str, task: Task, model: str, spec: dict[str, Any]) -> d
     regression head learns it from 800 scalar targets. The same map fed the true test labels is
     recorded as the ceiling of the approach (``oracle``)."""
     torch.set_num_threads(1)
+    progress = progress or SeedProgress()
     zoo = Zoo.open(zoo_dir)
     stage1 = spec.get("stage1_task", "membership")
     train = load_task(zoo, "train", stage1)
@@ -142,8 +194,8 @@ def run_e5_cell(zoo_dir: str, task: Task, model: str, spec: dict[str, Any]) -> d
         split: np.array([quality_label(zoo.rows[i]) for i in d.ids]) for split, d in data.items()
     }
     _, _, oracle = task_to_quality(data["train"].y, quality["train"], data["val"].y, quality["val"])
-    per_seed = []
-    for seed in spec["seeds"]:
+
+    def one_seed(seed: int) -> dict[str, float]:
         result = fit(_config(stage1, model, seed, spec), data["train"], data["val"])
         prob = {
             split: to_user_units(stage1, predict_raw(result.model, data[split].batch),
@@ -153,12 +205,14 @@ def run_e5_cell(zoo_dir: str, task: Task, model: str, spec: dict[str, Any]) -> d
         features, alpha, predict = task_to_quality(
             data["train"].y, quality["train"], prob["val"], quality["val"]
         )
-        per_seed.append({
+        return {
             **metrics.regression_metrics(quality["test"], predict(prob["test"])),
             "membership_accuracy": metrics.per_label_accuracy(data["test"].y, prob["test"]),
             "ridge_alpha": alpha, "ridge_pairs": float(features == "labels+pairs"),
             "train_seconds": result.seconds, "best_epoch": float(result.best_epoch),
-        })  # fmt: skip
+        }  # fmt: skip
+
+    per_seed = [progress.run(seed, lambda seed=seed: one_seed(seed)) for seed in spec["seeds"]]
     return {
         "stage1_task": stage1,
         "n_train": len(train),

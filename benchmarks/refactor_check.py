@@ -155,7 +155,7 @@ def verify(
         log.warning("verify %s/%s: no E1 result to rerun; left outdated", zoo_name, model)
         return False
     out, args = probe
-    _, zoo_dir, task, _, _, cell_spec = args
+    _, zoo_dir, task, _, _, cell_spec, _ = args
     one_seed = {**cell_spec, "seeds": cell_spec["seeds"][:1]}
     rerun = model_runs.run_e1_cell(zoo_dir, task, model, one_seed)["per_seed"][0]
     stored = json.loads(out.read_text())["per_seed"][0]

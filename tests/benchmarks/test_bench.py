@@ -161,10 +161,50 @@ def test_bench_runs_missing_cells_once_gl_net_first(
     assert (
         e2_result["experiment"] == "e2" and 0.0 <= e2_result["summary"]["4"]["auroc"]["mean"] <= 1.0
     )
+    assert not list(results.glob("tmp/**/*.json"))  # no seed progress left once a cell is written
     stamps = [p.stat().st_mtime_ns for p in written]
     bench_cli.run_model_experiments(["e1", "e2"], jobs=1)  # all current: nothing reruns
     assert [p.stat().st_mtime_ns for p in written] == stamps
     assert bench_cli.outdated_results() == []
+
+
+def test_an_interrupted_cell_resumes_from_its_finished_seeds(
+    small_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = {"seeds": [0, 1],
+            "train": {"epochs": 3, "batch_size": 16, "lr": 1e-2, "weight_decay": 0.0, "patience": 3},
+            "models": {"norm_stats": {"hparams": {}}}}  # fmt: skip
+    path, key = tmp_path / "seeds.json", {"spec": "s", "zoo": "z", "code": "c"}
+    whole = model_runs.run_e1_cell(str(small_zoo), "harmful", "norm_stats", spec)
+    real_fit, fits = model_runs.fit, []
+
+    def fit_then_die(config: model_runs.TrainConfig, *args: object) -> object:
+        if config.seed == 1:  # the session ends during the second seed
+            raise KeyboardInterrupt
+        fits.append(config.seed)
+        return real_fit(config, *args)
+
+    monkeypatch.setattr(model_runs, "fit", fit_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        model_runs.run_e1_cell(str(small_zoo), "harmful", "norm_stats", spec,
+                               model_runs.SeedProgress(path, key))  # fmt: skip
+    assert fits == [0] and path.is_file()
+
+    def counted_fit(config: model_runs.TrainConfig, *args: object) -> object:
+        fits.append(config.seed)
+        return real_fit(config, *args)
+
+    monkeypatch.setattr(model_runs, "fit", counted_fit)
+    resumed = model_runs.run_e1_cell(
+        str(small_zoo), "harmful", "norm_stats", spec, model_runs.SeedProgress(path, key)
+    )
+    assert fits == [0, 1]  # seed 0 was not trained again
+    for got, want in zip(resumed["per_seed"], whole["per_seed"], strict=True):
+        assert got["auroc"] == pytest.approx(want["auroc"])
+        assert got["best_epoch"] == want["best_epoch"]
+
+    other = model_runs.SeedProgress(path, {**key, "code": "changed"})
+    assert other.done == {}  # another key (spec, zoo or code changed): nothing is reused
 
 
 def test_ridge_task_map_recovers_a_known_linear_rule() -> None:
