@@ -60,11 +60,13 @@ predictors-digits: install ## train the shipped digits predictors (GL-net: harmf
 	$(BIN)/loravet train --zoo zoos/digits --task quality $(GL_SETTINGS) --out predictors/digits-quality-gl_net
 
 # the shipped predictors of one zoo $(1): harmful = GL-net seeds 0-2 ensembled; quality = a GL-net
-# membership model read through the task (loravet via-task); both calibrated on the val split
+# membership model read through the task (loravet via-task); both calibrated on the val split.
+# The four fits run two at a time, a process per core (each trains on one torch thread).
+HARMFUL_FIT = $(BIN)/loravet train --zoo zoos/$(1) --task harmful $(GL_SETTINGS) --seed $(2) --out var/predictors/$(1)-harmful-s$(2)
 define ensemble_predictors
-	for seed in 0 1 2; do $(BIN)/loravet train --zoo zoos/$(1) --task harmful $(GL_SETTINGS) --seed $$seed --out var/predictors/$(1)-harmful-s$$seed || exit 1; done
+	$(call HARMFUL_FIT,$(1),0) & fit=$$!; $(call HARMFUL_FIT,$(1),1); here=$$?; wait $$fit && [ $$here = 0 ]
+	$(call HARMFUL_FIT,$(1),2) & fit=$$!; $(BIN)/loravet train --zoo zoos/$(1) --task membership $(GL_SETTINGS) --out var/predictors/$(1)-membership-s0; here=$$?; wait $$fit && [ $$here = 0 ]
 	$(BIN)/loravet ensemble $(foreach s,0 1 2,var/predictors/$(1)-harmful-s$(s)) --zoo zoos/$(1) --predictor-id $(1)-harmful-gl_net --out predictors/$(1)-harmful-gl_net
-	$(BIN)/loravet train --zoo zoos/$(1) --task membership $(GL_SETTINGS) --out var/predictors/$(1)-membership-s0
 	$(BIN)/loravet via-task var/predictors/$(1)-membership-s0 --zoo zoos/$(1) --out predictors/$(1)-quality-gl_net
 	$(BIN)/loravet calibrate predictors/$(1)-harmful-gl_net --zoo zoos/$(1)
 	$(BIN)/loravet calibrate predictors/$(1)-quality-gl_net --zoo zoos/$(1)
