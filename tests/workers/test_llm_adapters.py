@@ -51,6 +51,7 @@ def test_an_unknown_module_set_of_a_known_llm_gets_review_that_says_why(
     shipped_for_this_base = sorted(
         p.name for p in SHIPPED_PREDICTORS.iterdir() if p.name.startswith("causal-lm-")
     )
+    assert shipped_for_this_base == ["causal-lm-harmful-gl_net", "causal-lm-quality-gl_net"]
     for predictor_id in shipped_for_this_base:  # a predictor of the same base is named, with why
         assert predictor_id in reason["message"] and "module set" in reason["message"]
     assert "person should review" in reason["message"]

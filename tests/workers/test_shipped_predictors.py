@@ -55,6 +55,8 @@ CASES = [
     # The calibrated ensemble puts it in its review band (P 0.73; reject from 0.88, where no clean
     # validation LoRA is flagged): held back for a person, not rejected outright.
     ("minilm-topics", "backdoored", "review"),
+    ("causal-lm", "clean", "accept"),
+    ("causal-lm", "backdoored", "reject"),
 ]
 
 
