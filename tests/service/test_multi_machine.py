@@ -62,6 +62,8 @@ def test_api_and_two_workers_share_only_redis_and_the_bucket(tmp_path: Path) -> 
         "digits clean (PEFT)": (*_example("digits", "clean"), "peft", "accept"),
         "digits backdoored (PEFT)": (*_example("digits", "backdoored"), "peft", "reject"),
         "minilm clean (PEFT)": (*_example("minilm-topics", "clean"), "peft", "accept"),
+        "SmolLM2 clean (PEFT)": (*_example("causal-lm", "clean"), "peft", "accept"),
+        "SmolLM2 backdoored (PEFT)": (*_example("causal-lm", "backdoored"), "peft", "reject"),
         "encoder, no config (PEFT)": (peft_adapter(9), None, "peft", "review"),
         "SD 1.5 UNet (kohya)": (_kohya(1, rank=4), None, "kohya", "review"),
         "SD 1.5 UNet (diffusers)": (small_diffusers_adapter(3), None, "diffusers", "review"),
