@@ -137,9 +137,11 @@ def write_result(
 
 
 def seed_progress_path(out: Path) -> Path:
-    """Where a running cell keeps its finished seeds (``model_runs.SeedProgress``): out of git,
-    removed once the cell's result is written."""
-    return RESULTS / "tmp" / "seeds" / out.parent.name / out.name
+    """Where a running cell keeps its finished seeds (``model_runs.SeedProgress``): beside the
+    results folder ``out`` is written to (``<results>/tmp/seeds/<experiment>/``, out of git),
+    removed once the cell's result is written. Derived from ``out`` alone, so the pool's processes
+    and the parent agree on it."""
+    return out.parent.parent / "tmp" / "seeds" / out.parent.name / out.name
 
 
 def _cell_task(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import statistics
 from collections.abc import Callable
@@ -93,7 +94,7 @@ def run_e1_cell(
         return {**task_metrics(task, test.y, pred, result.threshold), "train_seconds": result.seconds,
                 "best_epoch": float(result.best_epoch)}  # fmt: skip
 
-    per_seed = [progress.run(seed, lambda seed=seed: one_seed(seed)) for seed in spec["seeds"]]
+    per_seed = [progress.run(seed, functools.partial(one_seed, seed)) for seed in spec["seeds"]]
     return {
         "n_train": len(train),
         "n_val": len(val),
@@ -127,7 +128,7 @@ def run_e2_cell(
             by_rank[str(r)] = task_metrics(task, data.y, pred, result.threshold)
         return by_rank
 
-    per_seed = [progress.run(seed, lambda seed=seed: one_seed(seed)) for seed in spec["seeds"]]
+    per_seed = [progress.run(seed, functools.partial(one_seed, seed)) for seed in spec["seeds"]]
     summary = {r: summarise([s[r] for s in per_seed]) for r in per_seed[0]}
     return {"n_train": len(train), "test_sizes": {str(r): len(d) for r, d in tests.items()}, "per_seed": per_seed,
             "summary": summary}  # fmt: skip
@@ -212,7 +213,7 @@ def run_e5_cell(
             "train_seconds": result.seconds, "best_epoch": float(result.best_epoch),
         }  # fmt: skip
 
-    per_seed = [progress.run(seed, lambda seed=seed: one_seed(seed)) for seed in spec["seeds"]]
+    per_seed = [progress.run(seed, functools.partial(one_seed, seed)) for seed in spec["seeds"]]
     return {
         "stage1_task": stage1,
         "n_train": len(train),
