@@ -56,10 +56,6 @@ class SeedProgress:
                 tmp.replace(self.path)
         return self.done[seed]
 
-    def clear(self) -> None:
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
-
 
 def mean_std(values: list[float]) -> dict[str, float]:
     vals = [v for v in values if v == v]  # drop NaN
