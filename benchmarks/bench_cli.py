@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from core.provenance import file_sha256, provenance
 from training.experiment_settings import cell_settings, load_spec
-from zoo.zoo_manifest import zoo_digests
+from zoo.zoo_manifest import write_json_atomic, zoo_digests
 
 ROOT = Path(__file__).resolve().parent
 REPO = ROOT.parent
@@ -131,9 +131,7 @@ def write_result(
         "provenance": provenance(zoo_digests(zoo_dir) if zoo_dir else None),
         **result,
     }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)
+    write_json_atomic(path, doc)
 
 
 def seed_progress_path(out: Path) -> Path:

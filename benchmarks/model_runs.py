@@ -16,6 +16,7 @@ from models.quality_via_task import RIDGE_ALPHAS, fit_ridge, task_features
 from training import metrics
 from training.train_loop import TrainConfig, fit, predict_raw, task_metrics, to_user_units
 from training.zoo_dataset import Task, Zoo, load_task, quality_label
+from zoo.zoo_manifest import write_json_atomic
 
 
 def _config(task: Task, model: str, seed: int, spec: dict[str, Any]) -> TrainConfig:
@@ -41,7 +42,7 @@ class SeedProgress:
         if path is not None and path.is_file():
             try:
                 doc = json.loads(path.read_text())
-            except json.JSONDecodeError:  # a write cut off mid-way: start the cell over
+            except json.JSONDecodeError:  # a damaged file: start the cell over
                 doc = {}
             if doc.get("key") == key:
                 self.done = {int(seed): r for seed, r in doc.get("seeds", {}).items()}
@@ -51,9 +52,7 @@ class SeedProgress:
             self.done[seed] = fit_seed()
             if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.path.with_suffix(".tmp")
-                tmp.write_text(json.dumps({"key": self.key, "seeds": self.done}))
-                tmp.replace(self.path)
+                write_json_atomic(self.path, {"key": self.key, "seeds": self.done})
         return self.done[seed]
 
 
