@@ -210,17 +210,30 @@ def model_cells(
     return cells
 
 
-def run_model_experiments(experiments: list[str], jobs: int, zoos: set[str] | None = None) -> None:
+def run_model_experiments(
+    experiments: list[str], jobs: int, zoos: set[str] | None = None, models: set[str] | None = None
+) -> None:
     """Run the missing or outdated E1/E2/E5 cells of ``experiments`` in one pool of ``jobs`` processes.
 
     One pool for all of them, GL-net's cells first: a GL-net cell takes several times as long as a
     baseline's, and starting the longest jobs first keeps every core busy to the end instead of
-    leaving one GL-net cell running alone after each experiment."""
+    leaving one GL-net cell running alone after each experiment. ``models`` narrows the run to those
+    models, so that a session with little time can land the cheap baselines' cells first."""
+    cells = [
+        cell
+        for experiment in experiments
+        for cell in model_cells(experiment, MODEL_EXPERIMENTS[experiment], zoos)
+    ]
+    unknown = (models or set()) - {args[3] for _, _, args in cells}
+    if unknown:
+        known = sorted({args[3] for _, _, args in cells})
+        print(f"error: no {'+'.join(experiments)} cells for model(s) {sorted(unknown)}; "
+              f"models: {', '.join(known)}", file=sys.stderr)  # fmt: skip
+        raise SystemExit(2)
     todo = [
         (out, key, args)
-        for experiment in experiments
-        for out, key, args in model_cells(experiment, MODEL_EXPERIMENTS[experiment], zoos)
-        if not is_current(out, key)
+        for out, key, args in cells
+        if not is_current(out, key) and (not models or args[3] in models)
     ]
     todo.sort(key=lambda cell: cell[2][3] != "gl_net")  # stable: spec order otherwise
     log.info("%s: %d cell(s) to run", "+".join(experiments), len(todo))
@@ -423,7 +436,11 @@ def main(argv: list[str] | None = None) -> int:
         help="with --verify-refactor: the commit the stored results are keyed to; where a rerun "
         "differs from a stored seed, that commit's code runs it too, side by side",
     )
-    p.add_argument("--model", action="append", help="with --verify-refactor: only these models")
+    p.add_argument(
+        "--model",
+        action="append",
+        help="only these models' E1/E2/E5/E7 cells (with --verify-refactor: only these models)",
+    )
     args = p.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
@@ -443,7 +460,9 @@ def main(argv: list[str] | None = None) -> int:
             run_e6(set(args.zoo or ()))
         experiments = [e for e in MODEL_EXPERIMENTS if e in only]
         if experiments:
-            run_model_experiments(experiments, args.jobs, set(args.zoo or ()))
+            run_model_experiments(
+                experiments, args.jobs, set(args.zoo or ()), set(args.model or ())
+            )
     from benchmarks import summary
 
     stale = [str(p.relative_to(RESULTS)) for p in outdated_results()]

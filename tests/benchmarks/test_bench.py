@@ -124,9 +124,10 @@ def test_goals_table_names_the_best_model_and_the_gap_to_each_goal() -> None:
     )
 
 
-def test_bench_runs_missing_cells_once_gl_net_first(
-    small_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def two_model_bench(small_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """E1 and E2 specs of two tiny models on the small zoo, wired into ``bench_cli``; the results
+    folder they write to is returned."""
     experiments, results = tmp_path / "experiments", tmp_path / "results"
     experiments.mkdir()
     train = {"epochs": 2, "batch_size": 16, "lr": 1e-3, "weight_decay": 0.01, "patience": 2}
@@ -148,7 +149,11 @@ def test_bench_runs_missing_cells_once_gl_net_first(
     monkeypatch.setattr(bench_cli, "EXPERIMENTS", experiments)
     monkeypatch.setattr(bench_cli, "RESULTS", results)
     monkeypatch.setattr(bench_cli, "MODEL_EXPERIMENTS", {"e1": "e1.json", "e2": "e2.json"})
+    return results
 
+
+def test_bench_runs_missing_cells_once_gl_net_first(two_model_bench: Path) -> None:
+    results = two_model_bench
     bench_cli.run_model_experiments(["e1", "e2"], jobs=1)
     written = sorted(results.glob("*/*.json"), key=lambda p: p.stat().st_mtime_ns)
     assert [p.relative_to(results).as_posix() for p in written] == [
@@ -166,6 +171,19 @@ def test_bench_runs_missing_cells_once_gl_net_first(
     bench_cli.run_model_experiments(["e1", "e2"], jobs=1)  # all current: nothing reruns
     assert [p.stat().st_mtime_ns for p in written] == stamps
     assert bench_cli.outdated_results() == []
+
+
+def test_bench_runs_only_the_models_asked_for(
+    two_model_bench: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = two_model_bench
+    bench_cli.run_model_experiments(["e1"], jobs=1, models={"norm_stats"})
+    assert [p.name for p in results.glob("*/*.json")] == ["digits--harmful--norm_stats.json"]
+    with pytest.raises(SystemExit) as exit_:
+        bench_cli.run_model_experiments(["e1"], jobs=1, models={"gl-net"})
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "['gl-net']" in err and "models: gl_net, norm_stats" in err
 
 
 def test_an_interrupted_cell_resumes_from_its_finished_seeds(
