@@ -224,9 +224,16 @@ def run_model_experiments(
         for experiment in experiments
         for cell in model_cells(experiment, MODEL_EXPERIMENTS[experiment], zoos)
     ]
-    unknown = (models or set()) - {args[3] for _, _, args in cells}
+    known = sorted(
+        {
+            model
+            for experiment in experiments
+            for spec in [load_spec(EXPERIMENTS / MODEL_EXPERIMENTS[experiment])]
+            for model in spec.get("run_models", spec["models"])
+        }
+    )
+    unknown = (models or set()) - set(known)
     if unknown:
-        known = sorted({args[3] for _, _, args in cells})
         print(f"error: no {'+'.join(experiments)} cells for model(s) {sorted(unknown)}; "
               f"models: {', '.join(known)}", file=sys.stderr)  # fmt: skip
         raise SystemExit(2)
@@ -445,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         handlers=[logging.FileHandler(RESULTS / "bench.log"), logging.StreamHandler()])  # fmt: skip
-    only = set(args.only or EXPERIMENT_NAMES)
+    # --model alone means the model experiments: E3/E4/E6 have no per-model cells to narrow
+    only = set(args.only or (MODEL_EXPERIMENTS if args.model else EXPERIMENT_NAMES))
     if args.verify_refactor:
         from benchmarks.refactor_check import verify_refactor
 
