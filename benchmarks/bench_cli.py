@@ -26,6 +26,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from core.cli_support import fail
 from core.provenance import file_sha256, provenance
 from training.experiment_settings import cell_settings, load_spec
 from zoo.zoo_manifest import write_json_atomic, zoo_digests
@@ -178,6 +179,11 @@ def cell_spec_of(
     return {**shared, "zoo": {zoo_name: spec["zoos"][zoo_name]}, "models": {model: settings}}
 
 
+def run_models(spec: dict[str, Any]) -> list[str]:
+    """The models an E1/E2/E5/E7 spec runs: its ``run_models``, else every model it configures."""
+    return list(spec.get("run_models", spec["models"]))
+
+
 def model_cells(
     experiment: str, spec_file: str, zoos: set[str] | None = None
 ) -> list[tuple[Path, dict[str, Any], tuple]]:
@@ -194,7 +200,7 @@ def model_cells(
             )
             continue
         for task in spec["tasks"]:
-            for model in spec.get("run_models", spec["models"]):
+            for model in run_models(spec):
                 # E5 trains each model on another task (membership) than the one it reports
                 settings = cell_settings(
                     spec["models"][model], zoo_name, spec.get("stage1_task", task)
@@ -219,28 +225,19 @@ def run_model_experiments(
     baseline's, and starting the longest jobs first keeps every core busy to the end instead of
     leaving one GL-net cell running alone after each experiment. ``models`` narrows the run to those
     models, so that a session with little time can land the cheap baselines' cells first."""
-    cells = [
-        cell
+    known = {
+        model
         for experiment in experiments
-        for cell in model_cells(experiment, MODEL_EXPERIMENTS[experiment], zoos)
-    ]
-    known = sorted(
-        {
-            model
-            for experiment in experiments
-            for spec in [load_spec(EXPERIMENTS / MODEL_EXPERIMENTS[experiment])]
-            for model in spec.get("run_models", spec["models"])
-        }
-    )
-    unknown = (models or set()) - set(known)
-    if unknown:
-        print(f"error: no {'+'.join(experiments)} cells for model(s) {sorted(unknown)}; "
-              f"models: {', '.join(known)}", file=sys.stderr)  # fmt: skip
-        raise SystemExit(2)
+        for model in run_models(load_spec(EXPERIMENTS / MODEL_EXPERIMENTS[experiment]))
+    }
+    if unknown := (models or set()) - known:
+        raise SystemExit(fail(f"no {'+'.join(experiments)} cells for model(s) {sorted(unknown)}; "
+                              f"models: {', '.join(sorted(known))}"))  # fmt: skip
     todo = [
         (out, key, args)
-        for out, key, args in cells
-        if not is_current(out, key) and (not models or args[3] in models)
+        for experiment in experiments
+        for out, key, args in model_cells(experiment, MODEL_EXPERIMENTS[experiment], zoos)
+        if (not models or args[3] in models) and not is_current(out, key)
     ]
     todo.sort(key=lambda cell: cell[2][3] != "gl_net")  # stable: spec order otherwise
     log.info("%s: %d cell(s) to run", "+".join(experiments), len(todo))

@@ -19,26 +19,34 @@ import sys
 from numbers import Real
 
 import numpy as np
-import torch
 
 from core.cli_support import fail
+from lora_io import load_adapter
+from lora_io.checks import delta_frobenius_norms
 from training import metrics
-from training.zoo_dataset import Zoo, ZooError, load_task
+from training.zoo_dataset import Zoo, ZooError, adapter_paths
 
 # the labels themselves, or draws made because of them (a poisoned LoRA draws its poison share)
 LABEL_DRAWS = ("poisoned", "poison_fraction", "n_poisoned", "n_trigger_only")
 
 
 def module_norms(zoo: Zoo, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Harmful labels, (N, modules) Frobenius norms of each module's delta, and the LoRA ids."""
-    data = load_task(zoo, split, "harmful", dtype=torch.float64)
-    norms = []
-    for group in data.batch.groups:
-        # ||U V^T||_F^2 = trace(U^T U V^T V): (B, L_g, r, r) Gram matrices, no (n, m) delta built
-        gu = group.U.transpose(-1, -2) @ group.U
-        gv = group.V.transpose(-1, -2) @ group.V
-        norms.append((gu * gv).sum(dim=(-1, -2)).clamp_min(0).sqrt())  # (B, L_g)
-    return data.y[:, 0].astype(bool), torch.cat(norms, dim=1).numpy(), data.ids
+    """Harmful labels, (N, modules) Frobenius norms of each module's delta, and the LoRA ids.
+
+    The norms are the service's own (``lora_io.checks.delta_frobenius_norms``, what the
+    ``norm_outliers`` check reads), of each adapter as ``lora_io`` reads it."""
+    labels, norms, ids = [], [], []
+    for lora_id in zoo.ids(split):
+        row = zoo.rows[lora_id]
+        if row.harmful is None:
+            continue
+        file, config = adapter_paths(zoo, row)
+        norms.append(delta_frobenius_norms(load_adapter(file, config=config)))
+        labels.append(row.harmful)
+        ids.append(lora_id)
+    if not ids:
+        raise ZooError(f"split {split!r} of {zoo.root} has no adapters labelled for task 'harmful'")
+    return np.asarray(labels, dtype=bool), np.stack(norms), ids
 
 
 def shortcut_aurocs(zoo_dir: str, split: str = "all") -> dict[str, float]:
