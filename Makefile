@@ -55,9 +55,10 @@ zoo-causal-lm: install ## build (or resume) the committed causal-lm zoo on SmolL
 # The shipped predictors are trained with GL-net's benchmarked settings, read from the E1 spec (overrides included)
 GL_SETTINGS := --model gl_net --settings benchmarks/experiments/e1_models_tasks.json
 
-predictors-digits: install ## train the shipped digits predictors (GL-net: harmful, quality) into predictors/
-	$(BIN)/loravet train --zoo zoos/digits --task harmful $(GL_SETTINGS) --out predictors/digits-harmful-gl_net
-	$(BIN)/loravet train --zoo zoos/digits --task quality $(GL_SETTINGS) --out predictors/digits-quality-gl_net
+predictors-digits: install ## train the shipped digits predictors (one GL-net each for harmful and quality, calibrated on val; one model, not an ensemble, to stay inside the data budget)
+	$(BIN)/loravet train --zoo zoos/digits --task harmful $(GL_SETTINGS) --out predictors/digits-harmful-gl_net & fit=$$!; $(BIN)/loravet train --zoo zoos/digits --task quality $(GL_SETTINGS) --out predictors/digits-quality-gl_net; here=$$?; wait $$fit && [ $$here = 0 ]
+	$(BIN)/loravet calibrate predictors/digits-harmful-gl_net --zoo zoos/digits
+	$(BIN)/loravet calibrate predictors/digits-quality-gl_net --zoo zoos/digits
 
 # the shipped predictors of one zoo $(1): harmful = GL-net seeds 0-2 ensembled; quality = a GL-net
 # membership model read through the task (loravet via-task); both calibrated on the val split.

@@ -62,12 +62,15 @@ def test_train_then_evaluate(
                 "test",
                 "--out",
                 str(tmp_path / "m.json"),
+                "--by",
+                "rank",
             ]
         )
         == 0
     )
     result = json.loads((tmp_path / "m.json").read_text())
     assert result["n"] > 0 and result["metrics"]
+    assert sum(g["n"] for g in result["by"]["rank"].values()) <= result["n"]
 
 
 def test_training_on_augmented_data_runs_and_selects_by_validation(
