@@ -1,6 +1,6 @@
 """``loravet evaluate``: metrics of a checkpoint on a zoo split, as JSON.
 
-loravet evaluate runs/digits-harmful-gl --zoo zoos/digits --split test --out metrics.json
+    loravet evaluate runs/digits-harmful-gl --zoo zoos/digits --split test --out metrics.json
     loravet evaluate predictors/minilm-topics-harmful-gl_net --zoo zoos/minilm-topics --by trigger
 
 ``--by NAME`` adds the metrics per value of a hyperparameter the recipe drew
