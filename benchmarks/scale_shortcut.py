@@ -16,7 +16,6 @@ module's, and every numeric hyperparameter the recipe drew. An AUROC near 0.5 (o
 from __future__ import annotations
 
 import sys
-from numbers import Real
 
 import numpy as np
 
@@ -24,6 +23,7 @@ from core.cli_support import fail
 from lora_io import load_adapter
 from lora_io.checks import delta_frobenius_norms
 from training import metrics
+from training.group_metrics import numeric_draws
 from training.zoo_dataset import Zoo, ZooError, adapter_paths
 
 # the labels themselves, or draws made because of them (a poisoned LoRA draws its poison share)
@@ -62,7 +62,7 @@ def shortcut_aurocs(zoo_dir: str, split: str = "all") -> dict[str, float]:
     hparams = [zoo.rows[i].hyperparameters for i in ids]
     for name in sorted({k for h in hparams for k in h} - set(LABEL_DRAWS)):
         values = [h.get(name) for h in hparams]
-        if all(isinstance(v, Real) and not isinstance(v, bool) for v in values):
+        if numeric_draws(values):
             column = np.asarray(values, dtype=np.float64)
             if column.std() > 0:
                 scores[f"hparam:{name}"] = column

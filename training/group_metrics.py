@@ -25,15 +25,18 @@ MIN_GROUP = 3
 """A group needs this many LoRAs of its own (harmful ones, for harmful) to get metrics."""
 
 
+def numeric_draws(values: list[Any]) -> bool:
+    """Whether every value is a number a recipe drew (a bool is a yes/no draw, not a number)."""
+    return all(isinstance(v, Real) and not isinstance(v, bool) for v in values)
+
+
 def _group_names(values: list[Any], counted: np.ndarray) -> list[str]:
     """One group name per LoRA: the value itself, or its tertile ``[lo, hi]`` for a wide numeric.
 
     Tertile edges come from the ``counted`` LoRAs only (the harmful ones, for harmful: the clean
     LoRAs' ``n_poisoned`` of 0 would otherwise swallow the lowest third)."""
     present = [v for v, c in zip(values, counted, strict=True) if v is not None and c]
-    numeric = bool(present) and all(
-        isinstance(v, Real) and not isinstance(v, bool) for v in present
-    )
+    numeric = bool(present) and numeric_draws(present)
     if not numeric or len(set(present)) <= MAX_GROUPS:
         return ["(none)" if v is None else str(v) for v in values]
     column = np.asarray(present, dtype=np.float64)
