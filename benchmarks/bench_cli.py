@@ -137,10 +137,12 @@ def write_result(
 
 def seed_progress_path(out: Path) -> Path:
     """Where a running cell keeps its finished seeds (``model_runs.SeedProgress``): beside the
-    results folder ``out`` is written to (``<results>/tmp/seeds/<experiment>/``, out of git),
-    removed once the cell's result is written. Derived from ``out`` alone, so the pool's processes
-    and the parent agree on it."""
-    return out.parent.parent / "tmp" / "seeds" / out.parent.name / out.name
+    results folder ``out`` is written to (``<results>/partial/<experiment>/``), removed once the
+    cell's result is written. In git, not a scratch folder: a causal-lm cell's seed can take a CPU-hour
+    and a session can end (and its machine be reset) mid-cell, so finished seeds are committed like
+    results and the next session resumes from them. Derived from ``out`` alone, so the pool's
+    processes and the parent agree on it."""
+    return out.parent.parent / "partial" / out.parent.name / out.name
 
 
 def _cell_task(
