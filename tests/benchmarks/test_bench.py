@@ -97,6 +97,9 @@ def test_summary_regenerates_tables_and_plots(tmp_path: Path) -> None:
         tmp_path, outdated=["e1/digits--harmful--gl_net.json"]
     ).read_text()
     assert "**Outdated results**" in flagged and "`e1/digits--harmful--gl_net.json`" in flagged
+    assert "Not checked" not in flagged
+    unbuilt = summary.write_summary(tmp_path, unchecked={"digits": 2}).read_text()
+    assert "**Not checked against their zoo**" in unbuilt and "digits (2 result(s)" in unbuilt
 
 
 def test_goals_table_names_the_best_model_and_the_gap_to_each_goal() -> None:
