@@ -9,22 +9,28 @@ pairwise products: two topics can be harder together than either alone) to quali
 
 The ridge map is fitted on the true membership labels of the zoo's train split, its features and
 penalty chosen by R^2 on the validation split fed the membership model's probabilities
-(:func:`fit_task_map`); it is stored as buffers, so a checkpoint carries it. The model is as
+(``training/quality_maps.py``); it is stored as buffers, so a checkpoint carries it. The model is as
 GL(r)-invariant as its membership model.
+
+Two options, each chosen on validation by ``loravet via-task`` (``training/quality_maps.py``):
+``norm_features`` adds the log Frobenius norm of every module's delta (how hard the finetune was
+trained, which the topics alone do not say; GL(r)-invariant, from r x r Gram matrices), and
+``map="trees"`` replaces the ridge map by gradient-boosted trees (:mod:`models.boosted_trees`), for
+quality that depends on the topics and the training intensity together, not additively.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from lora_io.lora_spec import LoraSpec
-from models.lora_batch import LoraBatch
+from models.boosted_trees import BoostedTrees, BoostedTreesConfig
+from models.lora_batch import LoraBatch, group_to_spec_order
 
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-3, 3, 13))
 
@@ -37,12 +43,40 @@ class QualityViaTaskConfig:
     inner_hparams: dict[str, Any] = field(default_factory=dict)
     n_labels: int = 1
     pairs: bool = True
+    norm_features: bool = False
+    map: Literal["ridge", "trees"] = "ridge"
+    n_trees: int = 0  # the shape of a tree map (see ``BoostedTreesConfig``); 0 for a ridge map
+    tree_nodes: int = 0
+    tree_depth: int = 0
 
     def __post_init__(self) -> None:
         if self.n_labels < 1:
             raise ValueError(f"Invalid n_labels: {self.n_labels!r} (must be >= 1)")
         if self.inner == "quality_via_task":
             raise ValueError("Invalid inner: 'quality_via_task' cannot wrap itself")
+        if self.map not in ("ridge", "trees"):
+            raise ValueError(f"Invalid map: {self.map!r} (accepted: 'ridge', 'trees')")
+        if self.map == "trees" and min(self.n_trees, self.tree_nodes, self.tree_depth) < 1:
+            raise ValueError("a tree map needs n_trees, tree_nodes and tree_depth >= 1")
+
+    def n_features(self, n_modules: int) -> int:
+        """Width of the map's input: labels (and their pairs), then one log norm per module."""
+        n = self.n_labels
+        width = n + n * (n - 1) // 2 if self.pairs else n
+        return width + (n_modules if self.norm_features else 0)
+
+
+def log_delta_norms(batch: LoraBatch) -> torch.Tensor:
+    """(B, L) log ||U_i V_i^T||_F of every module, in spec order: ``||U V^T||_F^2`` is the sum of
+    ``(U^T U) * (V^T V)``, r x r Grams, so no delta is formed; invariant to GL(r) per module."""
+    parts = []
+    for g in batch.groups:
+        gram_u = g.U.transpose(-1, -2) @ g.U  # (B, L_g, r, r)
+        gram_v = g.V.transpose(-1, -2) @ g.V  # (B, L_g, r, r)
+        sq = (gram_u * gram_v).sum(dim=(-1, -2))  # (B, L_g)
+        parts.append(0.5 * torch.log(sq.clamp_min(torch.finfo(sq.dtype).tiny)))
+    order = group_to_spec_order(batch.spec).to(parts[0].device)
+    return torch.cat(parts, dim=1).index_select(1, order)  # (B, L)
 
 
 def task_features(probs: torch.Tensor | np.ndarray, pairs: bool) -> Any:
@@ -64,32 +98,13 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, f
     return w, float(my - mx @ w)
 
 
-def fit_task_map(
-    train_labels: np.ndarray,
-    train_quality: np.ndarray,
-    val_probs: np.ndarray,
-    val_quality: np.ndarray,
-) -> tuple[bool, float, np.ndarray, float, float]:
-    """(pairs, alpha, weights, intercept, val R^2): the map with the best validation R^2."""
-    best: tuple[float, bool, float, np.ndarray, float] | None = None
-    ss_tot = float(np.sum((val_quality - val_quality.mean()) ** 2))
-    for pairs in (False, True):
-        for alpha in RIDGE_ALPHAS:
-            w, b = fit_ridge(task_features(train_labels, pairs), train_quality, alpha)
-            pred = task_features(val_probs, pairs) @ w + b
-            r2 = 1.0 - float(np.sum((val_quality - pred) ** 2)) / ss_tot if ss_tot else -math.inf
-            if best is None or r2 > best[0]:
-                best = (r2, pairs, alpha, w, b)
-    assert best is not None
-    r2, pairs, alpha, w, b = best
-    return pairs, alpha, w, b, r2
-
-
 class QualityViaTask(nn.Module):
     """Membership probabilities -> task features -> linear (ridge) map -> (B, out); quality: out 1."""
 
     ridge_w: torch.Tensor  # (F, out) buffer
     ridge_b: torch.Tensor  # (out,) buffer
+    norm_mean: torch.Tensor  # (L,) buffer: train-split mean of the log norms (norm_features only)
+    norm_std: torch.Tensor  # (L,) buffer
 
     def __init__(
         self, spec: LoraSpec, out_features: int = 1, config: QualityViaTaskConfig | None = None
@@ -100,15 +115,48 @@ class QualityViaTask(nn.Module):
         self.spec, self.out_features = spec, out_features
         self.config = config = config or QualityViaTaskConfig()
         self.inner = build_model(config.inner, spec, config.n_labels, **config.inner_hparams)
-        n = config.n_labels
-        width = n + n * (n - 1) // 2 if config.pairs else n
-        self.register_buffer("ridge_w", torch.zeros(width, out_features))  # (F, out)
-        self.register_buffer("ridge_b", torch.zeros(out_features))  # (out,)
+        width = config.n_features(len(spec))
+        self.trees: BoostedTrees | None = None
+        if config.map == "trees":
+            if out_features != 1:
+                raise ValueError("a tree map predicts one value (out_features=1)")
+            self.trees = BoostedTrees(
+                BoostedTreesConfig(config.n_trees, config.tree_nodes, config.tree_depth, width)
+            )
+        else:
+            self.register_buffer("ridge_w", torch.zeros(width, out_features))  # (F, out)
+            self.register_buffer("ridge_b", torch.zeros(out_features))  # (out,)
+        if config.norm_features:
+            self.register_buffer("norm_mean", torch.zeros(len(spec)))  # (L,)
+            self.register_buffer("norm_std", torch.ones(len(spec)))  # (L,)
+
+    def map_inputs(self, batch: LoraBatch) -> torch.Tensor:
+        """(B, F): the membership probabilities (and pairs), then the standardised log norms."""
+        probs = torch.sigmoid(self.inner(batch))  # (B, L_labels)
+        feats = task_features(probs, self.config.pairs)  # (B, F_task)
+        if self.config.norm_features:
+            norms = log_delta_norms(batch).to(feats.dtype)  # (B, L_modules)
+            mean, std = self.norm_mean.to(feats.dtype), self.norm_std.to(feats.dtype)
+            feats = torch.cat([feats, (norms - mean) / std], dim=1)
+        return feats
 
     def forward(self, batch: LoraBatch) -> torch.Tensor:
-        probs = torch.sigmoid(self.inner(batch))  # (B, L)
-        feats = task_features(probs, self.config.pairs)  # (B, F)
+        feats = self.map_inputs(batch)  # (B, F)
+        if self.trees is not None:
+            return self.trees(feats).to(feats.dtype).unsqueeze(1)  # (B, 1)
         return feats @ self.ridge_w.to(feats.dtype) + self.ridge_b.to(feats.dtype)  # (B, out)
+
+    @torch.no_grad()
+    def set_norm_scaling(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Install the train split's log-norm mean and standard deviation, (L,) each."""
+        self.norm_mean.copy_(torch.as_tensor(np.asarray(mean), dtype=self.norm_mean.dtype))
+        self.norm_std.copy_(torch.as_tensor(np.asarray(std), dtype=self.norm_std.dtype))
+
+    @torch.no_grad()
+    def set_trees(self, trees: BoostedTrees) -> None:
+        """Install a fitted tree map of the configured shape."""
+        assert self.trees is not None and trees.config == self.trees.config, trees.config
+        self.trees.load_state_dict(trees.state_dict())
 
     @torch.no_grad()
     def set_task_map(self, weights: np.ndarray, intercept: float | np.ndarray) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from lora_io import load_adapter
 from models.predictor import load_predictor
@@ -76,7 +77,7 @@ def test_quality_calibration_and_bad_input(
 def test_quality_via_task_reads_quality_through_membership(
     small_zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from models.quality_via_task import task_features
+    from models.quality_via_task import log_delta_norms, task_features
     from training.via_task_cli import main as via_task_main
 
     member_dir = tmp_path / "member"
@@ -91,10 +92,25 @@ def test_quality_via_task_reads_quality_through_membership(
     data = load_task(zoo, "test", "quality", spec=quality.config.spec)
     probs = member.predict(data.batch)
     model = quality.model
-    feats = task_features(probs, model.config.pairs)
-    expected = feats @ model.ridge_w.double().numpy() + model.ridge_b.double().numpy()
+    feats = torch.as_tensor(task_features(probs, model.config.pairs))
+    if model.config.norm_features:  # the map chose the delta norms too
+        norms = log_delta_norms(data.batch).double()
+        feats = torch.cat([feats, (norms - model.norm_mean.double()) / model.norm_std.double()], 1)
+    if model.trees is not None:
+        expected = model.trees(feats).numpy()[:, None]
+    else:
+        expected = feats.numpy() @ model.ridge_w.double().numpy() + model.ridge_b.double().numpy()
     np.testing.assert_allclose(quality.predict(data.batch), expected, atol=1e-5)
+    # given the via-task predictor, it keeps the membership model and fits the same map again
+    assert via_task_main([str(out), "--zoo", str(small_zoo), "--out", str(tmp_path / "again")]) == 0
+    assert f"quality through {member.config.predictor_id}'s" in capsys.readouterr().out
+    again = load_predictor(tmp_path / "again")
+    assert again.config.hparams == quality.config.hparams
+    np.testing.assert_array_equal(again.predict(data.batch), quality.predict(data.batch))
     assert calibrate_main([str(out), "--zoo", str(small_zoo)]) == 0
     assert load_predictor(out).config.calibration is not None
-    assert via_task_main([str(out), "--zoo", str(small_zoo), "--out", str(tmp_path / "x")]) == 2
+    harmful = tmp_path / "harmful"
+    argv = ["--zoo", str(small_zoo), "--task", "harmful", "--model", "norm_stats", "--epochs", "2"]
+    assert train_main([*argv, "--out", str(harmful)]) == 0
+    assert via_task_main([str(harmful), "--zoo", str(small_zoo), "--out", str(tmp_path / "x")]) == 2
     assert "needs a membership one" in capsys.readouterr().err
