@@ -99,7 +99,7 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[np.ndarray, f
 
 
 class QualityViaTask(nn.Module):
-    """Membership probabilities -> task features -> linear (ridge) map -> (B, out); quality: out 1."""
+    """Membership probabilities (and log delta norms) -> ridge or tree map -> (B, out); quality: out 1."""
 
     ridge_w: torch.Tensor  # (F, out) buffer
     ridge_b: torch.Tensor  # (out,) buffer
