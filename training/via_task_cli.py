@@ -23,11 +23,12 @@ import numpy as np
 import torch
 
 from core.cli_support import Parser, fail
+from lora_io import load_adapter
 from models.checkpoint import CheckpointError
 from models.predictor import Predictor, load_predictor, save_predictor
 from models.quality_via_task import QualityViaTask, QualityViaTaskConfig, log_delta_norms
 from training.quality_maps import MapData, choose_quality_map
-from training.zoo_dataset import Zoo, ZooError, load_task, quality_label
+from training.zoo_dataset import Zoo, ZooError, adapter_paths, load_task, quality_label
 
 
 def membership_model_of(predictor: Predictor) -> Predictor:
@@ -59,6 +60,14 @@ def compose(member: Predictor, zoo: Zoo, predictor_id: str) -> tuple[Predictor, 
     if c.task != "membership":
         raise ValueError(
             f"{c.predictor_id} is a {c.task} predictor; via-task needs a membership one"
+        )
+    first = zoo.rows[zoo.ids("train")[0]]
+    zoo_spec = load_adapter(*adapter_paths(zoo, first)).spec
+    if zoo_spec != c.spec:
+        raise ValueError(
+            f"{c.predictor_id} reads adapters of {c.base_model} ({len(c.spec)} modules, spec "
+            f"{c.spec.fingerprint}); the zoo {zoo.root} holds another kind ({len(zoo_spec)} modules, "
+            f"spec {zoo_spec.fingerprint}): give the zoo it was trained on"
         )
     data = {split: load_task(zoo, split, "membership", spec=c.spec) for split in ("train", "val")}
     maps = {

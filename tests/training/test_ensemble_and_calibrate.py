@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import pytest
 import torch
 
 from lora_io import load_adapter
-from models.predictor import load_predictor
+from lora_io.lora_spec import LoraSpec, ModuleShape
+from models.model_catalog import build_model
+from models.predictor import Predictor, load_predictor, save_predictor
 from training.calibrate_cli import main as calibrate_main
 from training.calibrate_cli import raw_outputs
 from training.ensemble_cli import main as ensemble_main
@@ -114,3 +117,22 @@ def test_quality_via_task_reads_quality_through_membership(
     assert train_main([*argv, "--out", str(harmful)]) == 0
     assert via_task_main([str(harmful), "--zoo", str(small_zoo), "--out", str(tmp_path / "x")]) == 2
     assert "needs a membership one" in capsys.readouterr().err
+    # a membership predictor of another kind of adapter: named, not a fingerprint mismatch deep inside
+    other = LoraSpec((ModuleShape("layers.0.q_proj", 24, 16),))
+    small = {"hidden": 4, "head_dim": 8}
+    alien = dataclasses.replace(
+        member.config, predictor_id="alien", spec=other, base_model="other/base", hparams=small
+    )
+    model = build_model("gl_net", other, member.config.out_features, **small)
+    save_predictor(Predictor(alien, model, {}), tmp_path / "alien")
+    assert (
+        via_task_main(
+            [str(tmp_path / "alien"), "--zoo", str(small_zoo), "--out", str(tmp_path / "y")]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert (
+        "alien reads adapters of other/base (1 modules" in err
+        and "give the zoo it was trained on" in err
+    )
