@@ -11,7 +11,6 @@ probabilities; the test split is never read.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from models.boosted_trees import BoostedTrees
 from models.quality_via_task import RIDGE_ALPHAS, fit_ridge, task_features
+from training.metrics import r2_score
 
 TREE_SETTINGS: dict[str, Any] = {"random_state": 0}
 """scikit-learn's defaults (100 trees of depth 3, learning rate 0.1), seeded: no tuning on val
@@ -38,7 +38,6 @@ class MapData:
 class ChosenMap:
     """The winning map and every candidate's validation R^2 (written into the predictor's meta)."""
 
-    map: str  # "ridge" or "trees"
     pairs: bool
     norm_features: bool
     val_r2: float
@@ -49,10 +48,10 @@ class ChosenMap:
     trees: BoostedTrees | None = None
     candidates: dict[str, float] = field(default_factory=dict)
 
-
-def _r2(y: np.ndarray, pred: np.ndarray) -> float:
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    return 1.0 - float(np.sum((y - pred) ** 2)) / ss_tot if ss_tot else -math.inf
+    @property
+    def map(self) -> str:
+        """``"trees"`` when a tree map won, else ``"ridge"``."""
+        return "trees" if self.trees is not None else "ridge"
 
 
 def choose_quality_map(train: MapData, val: MapData) -> ChosenMap:
@@ -73,23 +72,21 @@ def choose_quality_map(train: MapData, val: MapData) -> ChosenMap:
         for pairs in (False, True):
             for alpha in RIDGE_ALPHAS:
                 w, b = fit_ridge(inputs(train, pairs, norms), train.quality, alpha)
-                r2 = _r2(val.quality, inputs(val, pairs, norms) @ w + b)
+                r2 = r2_score(val.quality, inputs(val, pairs, norms) @ w + b)
                 if ridge_best is None or r2 > ridge_best[0]:
                     ridge_best = (r2, pairs, alpha, w, b)
         assert ridge_best is not None
         r2, pairs, alpha, w, b = ridge_best
         candidates[f"ridge{name}"] = r2
         if best is None or r2 > best.val_r2:
-            best = ChosenMap("ridge", pairs, norms, r2, mean, std, (w, b), alpha)
+            best = ChosenMap(pairs, norms, r2, mean, std, (w, b), alpha)
         gbr = GradientBoostingRegressor(**TREE_SETTINGS).fit(
             inputs(train, False, norms), train.quality
         )
-        r2 = _r2(val.quality, gbr.predict(inputs(val, False, norms)))
+        r2 = r2_score(val.quality, gbr.predict(inputs(val, False, norms)))
         candidates[f"trees{name}"] = r2
         if r2 > best.val_r2:
-            best = ChosenMap(
-                "trees", False, norms, r2, mean, std, trees=BoostedTrees.from_sklearn(gbr)
-            )
+            best = ChosenMap(False, norms, r2, mean, std, trees=BoostedTrees.from_sklearn(gbr))
     assert best is not None
     best.candidates = candidates
     return best
