@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,9 @@ import torch
 
 from core.cli_support import fail
 from core.provenance import provenance
-from zoo.build_zoo import finetune_row, quiet_libraries
+from zoo.build_zoo import quiet_libraries
 from zoo.recipes import make_recipe
+from zoo.verify_zoo import rebuilt
 from zoo.zoo_manifest import read_manifest, zoo_digests
 
 RESULTS = Path(__file__).resolve().parent / "results" / "build_cost"
@@ -60,26 +60,19 @@ def measure(zoo_dir: Path, sample: int, seed: int) -> dict[str, Any]:
         for k in np.random.default_rng(seed).choice(timed, min(sample, len(timed)), replace=False)
     )
     per_lora = []
-    with tempfile.TemporaryDirectory(prefix="loravet-build-cost-") as tmp:
-        work = Path(tmp)
-        recipe.prepare(work)
-        recipe.load(work)
-        for k in chosen:
-            old = rows[k]
-            out_dir = work / old["id"]
-            out_dir.mkdir()
-            new = finetune_row(recipe, int(old["index"]), out_dir)
-            per_lora.append(
-                {
-                    "id": old["id"],
-                    "recorded_cpu_seconds": old["timings"]["cpu_seconds"],
-                    "quiet_cpu_seconds": new["timings"]["cpu_seconds"],
-                    "labels_equal": new["labels"]["quality"] == old["labels"]["quality"]
-                    and new["labels"]["attack_success_rate"]
-                    == old["labels"]["attack_success_rate"],
-                }
-            )
-            print(json.dumps(per_lora[-1]), flush=True)
+    for old, new in rebuilt(recipe, rows, chosen):
+        same_labels = all(
+            new["labels"][k] == old["labels"][k] for k in ("quality", "attack_success_rate")
+        )
+        per_lora.append(
+            {
+                "id": old["id"],
+                "recorded_cpu_seconds": old["timings"]["cpu_seconds"],
+                "quiet_cpu_seconds": new["timings"]["cpu_seconds"],
+                "labels_equal": same_labels,
+            }
+        )
+        print(json.dumps(per_lora[-1]), flush=True)
     recorded = np.array([p["recorded_cpu_seconds"] for p in per_lora])
     quiet = np.array([p["quiet_cpu_seconds"] for p in per_lora])
     ratio = float(quiet.sum() / recorded.sum())

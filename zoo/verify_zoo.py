@@ -17,7 +17,7 @@ Bitwise-identical adapters (same sha256) are reported but not required.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import numpy as np
 
 from core.provenance import file_sha256
 from zoo.build_zoo import finetune_row, quiet_libraries
+from zoo.recipe_base import Recipe
 from zoo.recipes import make_recipe
 from zoo.zoo_manifest import MANIFEST_FILE, read_manifest
 
@@ -78,6 +79,24 @@ def compare_rows(
     return diffs
 
 
+def rebuilt(
+    recipe: Recipe, rows: list[dict[str, Any]], positions: list[int]
+) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(recorded, rebuilt) manifest rows for ``rows[positions]``, each rebuilt from its index.
+
+    Why a generator: the base model is built once in a temporary directory that lives exactly as
+    long as the rebuilds (a rebuild needs nothing else), and callers report each LoRA as it lands."""
+    with tempfile.TemporaryDirectory(prefix="loravet-rebuild-") as tmp:
+        work = Path(tmp)
+        recipe.prepare(work)
+        recipe.load(work)
+        for position in positions:
+            old = rows[position]
+            out_dir = work / old["id"]
+            out_dir.mkdir()
+            yield old, finetune_row(recipe, int(old["index"]), out_dir)
+
+
 def verify_zoo(
     zoo_dir: Path,
     sample: int,
@@ -122,28 +141,20 @@ def verify_zoo(
         int(i) for i in rng.choice(len(rows), size=min(sample, len(rows)), replace=False)
     )
     identical = 0
-    with tempfile.TemporaryDirectory(prefix="loravet-verify-") as tmp:
-        work = Path(tmp)
-        recipe.prepare(work)
-        recipe.load(work)
-        for position in chosen:
-            old = rows[position]
-            out_dir = work / old["id"]
-            out_dir.mkdir()
-            new = finetune_row(recipe, int(old["index"]), out_dir)
-            diffs = compare_rows(old, new, tolerance, min_asr)
-            same_bits = new["sha256"] == old["sha256"]
-            identical += same_bits
-            lo, ln = old["labels"], new["labels"]
-            detail = (
-                f"quality {lo['quality']:.3f}->{ln['quality']:.3f} "
-                f"asr {lo['attack_success_rate']:.3f}->{ln['attack_success_rate']:.3f}"
-                f"{' bitwise-identical' if same_bits else ''}"
-            )
-            say(f"{'ok  ' if not diffs else 'FAIL'} {old['id']} {detail}")
-            for diff in diffs:
-                say(f"     {diff}")
-            ok = ok and not diffs
+    for old, new in rebuilt(recipe, rows, chosen):
+        diffs = compare_rows(old, new, tolerance, min_asr)
+        same_bits = new["sha256"] == old["sha256"]
+        identical += same_bits
+        lo, ln = old["labels"], new["labels"]
+        detail = (
+            f"quality {lo['quality']:.3f}->{ln['quality']:.3f} "
+            f"asr {lo['attack_success_rate']:.3f}->{ln['attack_success_rate']:.3f}"
+            f"{' bitwise-identical' if same_bits else ''}"
+        )
+        say(f"{'ok  ' if not diffs else 'FAIL'} {old['id']} {detail}")
+        for diff in diffs:
+            say(f"     {diff}")
+        ok = ok and not diffs
     verdict = "PASS" if ok else "FAIL"
     say(
         f"verify {verdict}: {len(chosen)} LoRAs rebuilt ({identical} bitwise identical), "
