@@ -191,21 +191,28 @@ def small_diffusers_adapter(seed: int = 0) -> bytes:
 
 
 def peft_adapter(
-    seed: int = 0, *, layers: int = 2, hidden: int = 32, rank: int = 4, zero_b: bool = False
+    seed: int = 0,
+    *,
+    layers: int = 2,
+    hidden: int = 32,
+    rank: int = 4,
+    zero_b: bool = False,
+    dtype: type[np.floating] = np.float32,
 ) -> bytes:
-    """A PEFT LoRA on a small BERT-style encoder (query/value of each layer), as PEFT names it."""
+    """A PEFT LoRA on a small BERT-style encoder (query/value of each layer), as PEFT names it,
+    stored as ``dtype`` (float16 is what PEFT's fp16 saves and the zoos hold)."""
     rng = np.random.default_rng(seed)
     tensors: dict[str, np.ndarray] = {}
     for i in range(layers):
         for proj in ("query", "value"):
             base = f"base_model.model.encoder.layer.{i}.attention.self.{proj}"
-            tensors[f"{base}.lora_A.weight"] = rng.normal(size=(rank, hidden)).astype(np.float32)
+            tensors[f"{base}.lora_A.weight"] = rng.normal(size=(rank, hidden)).astype(dtype)
             b = (
                 np.zeros((hidden, rank), np.float32)
                 if zero_b
                 else rng.normal(size=(hidden, rank)).astype(np.float32) * 0.1
             )
-            tensors[f"{base}.lora_B.weight"] = b
+            tensors[f"{base}.lora_B.weight"] = b.astype(dtype)
     return safetensors_bytes(tensors)
 
 

@@ -108,8 +108,9 @@ class LoraAdapter:
     config: AdapterConfig | None = None
     adapter_name: str | None = None
 
-    @property
+    @functools.cached_property
     def spec(self) -> LoraSpec:
+        """Computed once: the worker and the predictors ask for it per adapter many times."""
         return LoraSpec(
             tuple(ModuleShape(m.name, m.out_features, m.in_features) for m in self.modules)
         )

@@ -7,6 +7,7 @@ models depends on r, so the same predictor serves every rank.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -31,9 +32,10 @@ class LoraSpec:
 
     modules: tuple[ModuleShape, ...]
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
-        """16 hex digits of sha256 over the names and shapes; equal specs, equal fingerprints."""
+        """16 hex digits of sha256 over the names and shapes; equal specs, equal fingerprints
+        (computed once per spec: registries and batches compare fingerprints per adapter)."""
         canon = json.dumps(
             [[m.name, m.out_features, m.in_features] for m in self.modules], separators=(",", ":")
         )

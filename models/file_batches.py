@@ -116,9 +116,35 @@ def _fast_path_applies(layout: FileLayout) -> bool:
     )
 
 
-def _columns(raw: np.ndarray, info: TensorInfo) -> np.ndarray:
-    """Every file's copy of one tensor, (B, *shape), as a view of the (B, bytes) buffer."""
-    return raw[:, info.start : info.end].view(_FAST_DTYPES[info.dtype]).reshape(-1, *info.shape)
+def _columns(raw: np.ndarray, info: TensorInfo) -> torch.Tensor:
+    """Every file's copy of one tensor, (B, *shape), in its stored dtype (one contiguous copy).
+
+    Why torch from here on: numpy converts and tests float16 element by element in software
+    (measured here: 235 us to widen a (64, 4, 384) block, 105 us for ``isfinite`` on it); torch
+    widens the same block in 31 us, and its float64 scaling and transposed copies are 2-3x numpy's.
+    """
+    view = raw[:, info.start : info.end].view(_FAST_DTYPES[info.dtype])
+    return torch.from_numpy(np.ascontiguousarray(view)).reshape(-1, *info.shape)
+
+
+def _scaled_up(b: torch.Tensor, scale: np.ndarray) -> torch.Tensor:
+    """(B, out, r) ``scale[k] * b[k]`` in float32, rounded as ``scaled_up_factor`` rounds it."""
+    if np.all(scale == scale[0]):
+        s = float(scale[0])
+        if s == 1.0:
+            return b.float()
+        if float(np.float32(s)) == s:
+            return b.float() * s  # a float32 tensor times an exact float32 scalar stays float32
+    if b.dtype == torch.float64:  # rare; scaled_up_factor rounds float64 factors first where a
+        # scale is exact in float32, so each file goes through it
+        return torch.stack(
+            [
+                torch.from_numpy(scaled_up_factor(b[k].numpy(), float(s)))
+                for k, s in enumerate(scale)
+            ]
+        )
+    # float64 product of float32-exact values rounded once: what scaled_up_factor gives for any one
+    return (b.double() * torch.from_numpy(scale)[:, None, None]).float()
 
 
 def _pack(
@@ -135,29 +161,32 @@ def _pack(
     scales = np.array([by_config[config] for _, config in items], dtype=np.float64)
     raw = np.frombuffer(b"".join(data[layout.data_start :] for data, _ in items), dtype=np.uint8)
     raw = raw.reshape(len(items), -1)  # (B, data bytes): one copy of all the factor bytes
-    pack_dtype = np.float64 if dtype == torch.float64 else np.float32
+    pack_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     groups = []
     for sg in spec_groups(spec):
         n, m, idx = sg.out_features, sg.in_features, sg.module_index
         ranks = [int(layout.factors[i].a.shape[0]) for i in idx]
         r = max(ranks)
-        Ut = np.zeros((len(idx), len(items), r, n), dtype=pack_dtype)  # (L_g, B, r, n)
-        Vt = np.zeros((len(idx), len(items), r, m), dtype=pack_dtype)  # (L_g, B, r, m)
+        # Every entry is written below (values, or zeros where a module's rank is below the group's),
+        # so the buffers start empty: zero-filling them first cost more than all the copies.
+        Ut = torch.empty((len(idx), len(items), r, n), dtype=pack_dtype)  # (L_g, B, r, n)
+        Vt = torch.empty((len(idx), len(items), r, m), dtype=pack_dtype)  # (L_g, B, r, m)
         for j, i in enumerate(idx):
             loc, rank = layout.factors[i], ranks[j]
+            if rank < r:
+                Ut[j, :, rank:] = 0
+                Vt[j, :, rank:] = 0
             a = _columns(raw, loc.a).reshape(len(items), rank, m)  # (B, r, in): V^T as stored
             b = _columns(raw, loc.b).reshape(len(items), n, rank)  # (B, out, r)
-            if not (np.isfinite(a).all() and np.isfinite(b).all()):
-                return None
-            Vt[j, :, :rank] = a
-            scale = scales[:, i]  # (B,)
-            if np.all(scale == scale[0]):
-                up = scaled_up_factor(b, float(scale[0]))
-            else:  # float64 product rounded once: what scaled_up_factor gives for any one scale
-                up = (b.astype(np.float64) * scale[:, None, None]).astype(np.float32)
-            Ut[j, :, :rank] = up.transpose(0, 2, 1)
+            Vt[j, :, :rank] = a.float()  # as load_adapter: float32 (float64 factors rounded)
+            Ut[j, :, :rank] = _scaled_up(b, scales[:, i]).transpose(1, 2)
+        # Finite factors give finite packed values; a non-finite packed value (a NaN or inf in a
+        # file, or a product past float32's range) sends the group to load_adapter, which gives
+        # the file's own error or result.
+        if not (np.isfinite(Ut.numpy()).all() and np.isfinite(Vt.numpy()).all()):
+            return None
         group_ranks = torch.tensor([ranks] * len(items), dtype=torch.long)  # (B, L_g)
-        U = from_rank_major(torch.from_numpy(Ut).to(dtype))  # (B, L_g, n, r)
-        V = from_rank_major(torch.from_numpy(Vt).to(dtype))  # (B, L_g, m, r)
+        U = from_rank_major(Ut.to(dtype))  # (B, L_g, n, r)
+        V = from_rank_major(Vt.to(dtype))  # (B, L_g, m, r)
         groups.append(ShapeGroup(n, m, idx, U, V, group_ranks))
     return LoraBatch(spec, tuple(groups))

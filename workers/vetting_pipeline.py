@@ -53,7 +53,9 @@ class PredictorLike(Protocol):
 
     config: Any  # PredictorConfig: predictor_id, version, task, threshold, label_names, spec
 
-    def predict(self, adapters: list[LoraAdapter]) -> np.ndarray: ...
+    def predict(self, adapters: Any) -> np.ndarray:
+        """(B, out) for a list of ``LoraAdapter`` or a packed ``LoraBatch`` of one spec."""
+        ...
 
 
 class RegistryLike(Protocol):
@@ -132,10 +134,17 @@ def vet_batch(
             entry.related = related
             entry.predictor_count = len(predictors)
             entry.harmful_predictor_count = sum(1 for p in predictors if p.config.task == "harmful")
+        # One batch per widest rank, built once and read by every predictor of the spec (a rank-4
+        # adapter beside a rank-16 one would be zero-padded to 16 columns for nothing).
+        by_rank: dict[int, list[_Loaded]] = {}
+        for entry in runnable:
+            by_rank.setdefault(max(entry.adapter.ranks, default=0), []).append(entry)
+        batches = [(entries, _shared_batch(entries)) for entries in by_rank.values()]
         for predictor in predictors:
-            for entry, failure in _predict_group(predictor, runnable):
-                if failure is not None:
-                    results[entry.index] = failure
+            for entries, batch in batches:
+                for entry, failure in _predict_group(predictor, entries, batch):
+                    if failure is not None:
+                        results[entry.index] = failure
     batch_size = len(items)
     for entry in loaded:
         if results[entry.index] is None:
@@ -323,13 +332,30 @@ def _finite(entry: _Loaded) -> bool:
     return all(c.status != "fail" for c in entry.checks if c.name == "finite_values")
 
 
-def _predict_group(predictor: Any, group: list[_Loaded]) -> list[tuple[_Loaded, Exception | None]]:
-    """One forward pass for the group; on failure, adapter by adapter so one bad input is isolated."""
+def _shared_batch(group: list[_Loaded]) -> Any:
+    """The group's adapters packed once for all predictors (``models.lora_batch.LoraBatch``), or
+    None where they cannot be (each predictor then packs the adapters itself, and says why)."""
+    if not group:
+        return None
+    try:
+        from models.lora_batch import LoraBatch  # torch: only where predictors run at all
+
+        return LoraBatch.from_adapters([e.adapter for e in group], group[0].adapter.spec)
+    except Exception:
+        return None
+
+
+def _predict_group(
+    predictor: Any, group: list[_Loaded], batch: Any = None
+) -> list[tuple[_Loaded, Exception | None]]:
+    """One forward pass for the group (over ``batch``, its adapters already packed, when given);
+    on failure, adapter by adapter so one bad input is isolated."""
     if not group:
         return []
     try:
         t0 = time.perf_counter()
-        out = np.asarray(predictor.predict([e.adapter for e in group]))
+        inputs = batch if batch is not None else [e.adapter for e in group]
+        out = np.asarray(predictor.predict(inputs))
         share = (time.perf_counter() - t0) * 1e3 / len(group)
         if out.shape[0] != len(group):
             raise PredictorFailedError(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import struct
 
 import numpy as np
 import pytest
 import torch
 
-from harness.lora_files import adapter_config, peft_adapter
+from harness.lora_files import adapter_config, peft_adapter, safetensors_bytes
 from lora_io import errors as E
 from lora_io import load_adapter
 from models import file_batches
@@ -30,13 +31,21 @@ def _assert_identical(got: LoraBatch, want: LoraBatch) -> None:
         assert rank_major(g.U).data_ptr() == g.U.data_ptr()  # stored rank-major, as GL-net reads it
 
 
+@pytest.mark.parametrize("stored", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize(("rank", "alpha"), [(4, 8.0), (3, 5.0)])  # scale 2 (exact), 5/3 (not)
 def test_files_sharing_a_layout_read_bit_for_bit_as_load_adapter_does(
-    dtype: torch.dtype, rank: int, alpha: float, monkeypatch: pytest.MonkeyPatch
+    stored: type[np.floating],
+    dtype: torch.dtype,
+    rank: int,
+    alpha: float,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = adapter_config(rank=rank, alpha=alpha)
-    items = [(peft_adapter(seed=k, layers=3, hidden=48, rank=rank), config) for k in range(6)]
+    items = [
+        (peft_adapter(seed=k, layers=3, hidden=48, rank=rank, dtype=stored), config)
+        for k in range(6)
+    ]
     want = _reference(items, dtype)
 
     def file_by_file(*args: object, **kwargs: object) -> None:
@@ -50,10 +59,20 @@ def test_files_of_one_header_with_their_own_configs_are_each_scaled_by_their_own
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A zoo's or a hub's uploads draw alpha per finetune: same header, other scale."""
-    items = [
-        (peft_adapter(seed=k, layers=2, hidden=40, rank=3), adapter_config(rank=3, alpha=alpha))
-        for k, alpha in enumerate([5.0, 7.0, 6.0, 5.0])  # scales 5/3, 7/3 (inexact), 2 (exact)
-    ]
+    for stored in (np.float16, np.float32, np.float64):
+        items = [
+            (
+                peft_adapter(seed=k, layers=2, hidden=40, rank=3, dtype=stored),
+                adapter_config(rank=3, alpha=alpha),
+            )
+            for k, alpha in enumerate([5.0, 7.0, 6.0, 5.0])  # scales 5/3, 7/3 (inexact), 2 (exact)
+        ]
+        _assert_read_as_one_array(items, monkeypatch)
+
+
+def _assert_read_as_one_array(
+    items: list[tuple[bytes, bytes | None]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     want = _reference(items)
 
     def file_by_file(*args: object, **kwargs: object) -> None:
@@ -78,6 +97,11 @@ def test_a_bad_file_in_a_shared_layout_raises_what_load_adapter_raises() -> None
     nan = good[:start] + np.float32(np.nan).tobytes() + good[start + 4 :]
     with pytest.raises(E.NonFiniteWeightsError, match="NaN"):
         read_batch([(good, None), (nan, None)], load_adapter(good).spec)
+    half = peft_adapter(seed=4, dtype=np.float16)  # float16 is widened before it is checked
+    end = len(half) - 2  # the last value of the last tensor
+    inf = half[:end] + np.float16(np.inf).tobytes()
+    with pytest.raises(E.NonFiniteWeightsError):
+        read_batch([(half, None), (inf, None)], load_adapter(half).spec)
     with pytest.raises(E.HeaderError, match="truncated"):
         read_batch([(good, None), (good[:-4], None)], load_adapter(good).spec)
 
@@ -86,3 +110,33 @@ def test_a_file_of_another_spec_is_refused_by_name() -> None:
     small, big = peft_adapter(seed=5, layers=2), peft_adapter(seed=6, layers=3)
     with pytest.raises(SpecMismatchError, match="file 1"):
         read_batch([(small, None), (big, None)], load_adapter(small).spec)
+
+
+def test_modules_of_lower_rank_are_zero_padded_as_from_adapters_pads_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A rank_pattern gives one module rank 2 beside rank-4 ones: its padding columns are zeros,
+    whatever the packing buffer held before (it is allocated without zero-filling)."""
+    config = json.dumps(
+        {
+            "peft_type": "LORA",
+            "r": 4,
+            "lora_alpha": 8,
+            "rank_pattern": {"layer.0.attention.self.query": 2},
+        }
+    ).encode()
+
+    def adapter(seed: int) -> bytes:
+        rng = np.random.default_rng(seed)
+        tensors = {}
+        for i in range(2):
+            for proj in ("query", "value"):
+                base = f"base_model.model.encoder.layer.{i}.attention.self.{proj}"
+                rank = 2 if (i, proj) == (0, "query") else 4
+                tensors[f"{base}.lora_A.weight"] = rng.normal(size=(rank, 24)).astype(np.float16)
+                tensors[f"{base}.lora_B.weight"] = rng.normal(size=(24, rank)).astype(np.float16)
+        return safetensors_bytes(tensors)
+
+    for _ in range(3):  # fresh buffers each time: garbage left by the allocator must not show
+        _assert_read_as_one_array([(adapter(k), config) for k in range(5)], monkeypatch)
+        monkeypatch.undo()
