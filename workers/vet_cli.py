@@ -5,9 +5,15 @@
     loravet vet adapter_model.safetensors --json > report.json
     loravet vet lora.safetensors --predictors ./predictors
 
+Several adapters at once (a backlog of uploads, a zoo) are vetted in batches through the same
+``vet_batch`` the resident worker runs, each predictor once per batch and rank::
+
+    loravet vet uploads/*/ --json > reports.jsonl   # one report per line, in the order given
+
 Same pipeline as the service (``workers.vetting_pipeline``), so the report is the one the API would
-give. Invalid input prints one ``error: ...`` line on stderr and exits with status 2.
-Exit status 0 means the report was produced (whatever the verdict); see ``verdict`` for the outcome.
+give. Invalid input prints one ``error: ...`` line on stderr (with several adapters, one line per
+adapter that could not be vetted, the others are still vetted) and exits with status 2.
+Exit status 0 means every report was produced (whatever the verdicts); see ``verdict``.
 """
 
 from __future__ import annotations
@@ -26,12 +32,24 @@ MAX_CLI_FILE_BYTES = 1 << 30
 
 
 def build_parser() -> Parser:
-    p = Parser(prog="loravet vet", description="Vet one LoRA adapter and print its report.")
-    p.add_argument("adapter", type=Path, help="the .safetensors file, or a PEFT adapter directory")
+    p = Parser(prog="loravet vet", description="Vet LoRA adapters and print their reports.")
+    p.add_argument(
+        "adapter",
+        type=Path,
+        nargs="+",
+        help="a .safetensors file or a PEFT adapter directory; several are vetted in batches",
+    )
     p.add_argument(
         "--config",
         type=Path,
-        help="its adapter_config.json (PEFT keeps lora_alpha there; found by itself in a directory)",
+        help="its adapter_config.json (PEFT keeps lora_alpha there; found by itself in a directory); "
+        "one adapter only",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="adapters vetted together (one predictor pass per batch and rank; default 16)",
     )
     p.add_argument(
         "--predictors",
@@ -86,29 +104,86 @@ def main(argv: list[str]) -> int:
     logging.getLogger("loravet").addHandler(
         logging.NullHandler()
     )  # the report itself says "no predictor"
+    many = len(args.adapter) > 1
+    if many and args.config is not None:
+        print(
+            "error: --config applies to one adapter; to vet several, give PEFT adapter directories "
+            "(each with its adapter_config.json) or files whose scale needs no config",
+            file=sys.stderr,
+        )
+        return 2
+    if args.batch_size < 1:
+        print(f"error: --batch-size {args.batch_size}: at least 1 is accepted", file=sys.stderr)
+        return 2
     try:
-        weights, config_path = resolve_adapter_paths(args.adapter, args.config)
-        if weights.stat().st_size > MAX_CLI_FILE_BYTES:
-            raise LoraFileError(f"{weights}: file is larger than {MAX_CLI_FILE_BYTES:,} bytes")
-        adapter = weights.read_bytes()
-        config = config_path.read_bytes() if config_path else None
-        from workers.vetting_pipeline import vet_one
+        from workers.vetting_pipeline import VetInput, vet_batch
         from workers.worker_runtime import load_registry
 
         registry, _ = load_registry(args.predictors, args.device)
-        report = vet_one(adapter, config, registry)
-    except (LoraFileError, DeviceUnavailableError, OSError) as exc:
-        message = (
-            exc.message
-            if isinstance(exc, LoraFileError)
-            else str(exc)
-            if isinstance(exc, DeviceUnavailableError)
-            else (exc.strerror and f"{exc.filename}: {exc.strerror}") or str(exc)
-        )
-        print(f"error: {message}", file=sys.stderr)
+    except (DeviceUnavailableError, OSError) as exc:
+        print(f"error: {_message(exc)}", file=sys.stderr)
         return 2
+    failed = 0
+    verdicts: dict[str, int] = {}
+    for start in range(0, len(args.adapter), args.batch_size):
+        chunk = args.adapter[start : start + args.batch_size]
+        inputs: list[tuple[Path, VetInput | Exception]] = []
+        for path in chunk:
+            try:
+                inputs.append((path, VetInput(*_read_input(path, args.config))))
+            except (LoraFileError, OSError) as exc:
+                inputs.append((path, exc))
+        ready = [item for _, item in inputs if isinstance(item, VetInput)]
+        results = iter(vet_batch(ready, registry) if ready else [])
+        for path, item in inputs:
+            result = next(results) if isinstance(item, VetInput) else item
+            if isinstance(result, Exception):
+                failed += 1
+                where = f"{path}: " if many else ""
+                print(f"error: {where}{_message(result)}", file=sys.stderr)
+                continue
+            verdicts[result.verdict] = verdicts.get(result.verdict, 0) + 1
+            if not _print_report(result, path if many else None, args.json):
+                return 0 if not failed else 2
+    if many and not args.json:
+        counts = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items()))
+        _print_line(
+            f"vetted {len(args.adapter)} adapters: {counts or 'no reports'}"
+            + (f"; {failed} could not be vetted (see the error lines)" if failed else "")
+        )
+    return 2 if failed else 0
+
+
+def _read_input(path: Path, config: Path | None) -> tuple[bytes, bytes | None]:
+    weights, config_path = resolve_adapter_paths(path, config)
+    if weights.stat().st_size > MAX_CLI_FILE_BYTES:
+        raise LoraFileError(f"{weights}: file is larger than {MAX_CLI_FILE_BYTES:,} bytes")
+    return weights.read_bytes(), (config_path.read_bytes() if config_path else None)
+
+
+def _message(exc: Exception) -> str:
+    """One line for a user: what is wrong, never a traceback."""
+    if isinstance(exc, LoraFileError):
+        return exc.message
+    if isinstance(exc, OSError) and not isinstance(exc, DeviceUnavailableError):
+        return (exc.strerror and f"{exc.filename}: {exc.strerror}") or str(exc)
+    return str(exc) or type(exc).__name__
+
+
+def _print_report(report: Report, path: Path | None, as_json: bool) -> bool:
+    """Print one report (JSON Lines when several); False when stdout was closed (``| head``)."""
+    if as_json:
+        text = report.model_dump_json(indent=None if path is not None else 2)
+    else:
+        text = (f"== {path}\n" if path is not None else "") + render_text(report)
+        text += "\n" if path is not None else ""
+    return _print_line(text)
+
+
+def _print_line(text: str) -> bool:
     try:
-        print(report.model_dump_json(indent=2) if args.json else render_text(report))
+        print(text)
+        return True
     except BrokenPipeError:  # `loravet vet x --json | head`
         sys.stderr.close()
-    return 0
+        return False

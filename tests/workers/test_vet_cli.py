@@ -90,3 +90,36 @@ def test_cuda_without_a_usable_gpu_is_one_error_line(capsys) -> None:
     assert vet_main_([str(example), "--device", "cuda"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: device cuda: no usable CUDA device") and err.count("\n") == 1
+
+
+def test_several_adapters_are_vetted_together_and_a_bad_one_does_not_stop_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A backlog on the command line: one JSON report per line in the order given, each the report
+    ``loravet vet`` gives for that adapter alone; an unreadable file is one error line naming it."""
+    examples = ROOT / "examples" / "minilm-topics"
+    bad = tmp_path / "weights.safetensors"
+    bad.write_bytes(b"\x80\x04\x95 pickle")
+    given = [examples / "clean", bad, examples / "backdoored", examples / "clean"]
+    assert main([*map(str, given), "--json", "--batch-size", "2"]) == 2
+    out, err = capsys.readouterr()
+    reports = [json.loads(line) for line in out.strip().splitlines()]
+    errors = err.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith(f"error: {bad}: ") and "pickle" in errors[0]
+    alone = []
+    for path in (examples / "clean", examples / "backdoored"):
+        assert main([str(path), "--json"]) == 0
+        alone.append(json.loads(capsys.readouterr().out))
+    assert [r["verdict"] for r in reports] == [alone[k]["verdict"] for k in (0, 1, 0)]
+    assert alone[0]["verdict"] == "accept" and alone[1]["verdict"] != "accept"
+    for got, want in zip(reports, [alone[0], alone[1], alone[0]], strict=True):
+        assert got["sha256"] == want["sha256"]
+        assert [p["value"] for p in got["predictions"]] == pytest.approx(
+            [p["value"] for p in want["predictions"]], abs=1e-6
+        )
+    assert main([str(examples / "clean"), str(examples / "backdoored")]) == 0
+    text = capsys.readouterr().out
+    assert f"== {examples / 'clean'}" in text
+    assert text.strip().endswith(f"vetted 2 adapters: 1 accept, 1 {alone[1]['verdict']}")
+    assert main([str(examples / "clean"), str(examples / "clean"), "--config", str(bad)]) == 2
+    assert "--config applies to one adapter" in capsys.readouterr().err
