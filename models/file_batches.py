@@ -124,7 +124,8 @@ def _columns(raw: np.ndarray, info: TensorInfo) -> torch.Tensor:
     widens the same block in 31 us, and its float64 scaling and transposed copies are 2-3x numpy's.
     """
     view = raw[:, info.start : info.end].view(_FAST_DTYPES[info.dtype])
-    return torch.from_numpy(np.ascontiguousarray(view)).reshape(-1, *info.shape)
+    # a copy (contiguous, writable): torch refuses read-only views of the bytes without a warning
+    return torch.from_numpy(np.require(view, requirements=["C", "W"])).reshape(-1, *info.shape)
 
 
 def _scaled_up(b: torch.Tensor, scale: np.ndarray) -> torch.Tensor:

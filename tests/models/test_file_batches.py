@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import warnings
 
 import numpy as np
 import pytest
@@ -140,3 +141,13 @@ def test_modules_of_lower_rank_are_zero_padded_as_from_adapters_pads_them(
     for _ in range(3):  # fresh buffers each time: garbage left by the allocator must not show
         _assert_read_as_one_array([(adapter(k), config) for k in range(5)], monkeypatch)
         monkeypatch.undo()
+
+
+def test_a_batch_of_one_file_reads_without_warnings() -> None:
+    """One file's tensors are contiguous views of read-only bytes: packed without torch's
+    non-writable-array warning (which a worker's log would repeat for every job)."""
+    data = peft_adapter(seed=9, dtype=np.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = read_batch([(data, None)], load_adapter(data).spec)
+    _assert_identical(got, _reference([(data, None)]))
