@@ -285,6 +285,22 @@ def e7_table(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def ensemble_table(results: list[dict[str, Any]]) -> list[str]:
+    """``benchmarks/architecture_ensemble.py``: every combination, val beside test (val chooses)."""
+    if not results:
+        return ["_no results yet_"]
+    lines = ["| zoo | combination | val AUROC | val TPR@1%FPR | test AUROC | test TPR@1%FPR | val / test LoRAs |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for r in sorted(results, key=lambda r: r["zoo"]):
+        for row in r["rows"]:
+            v, t = row["val"], row["test"]
+            lines.append(
+                f"| {r['zoo']} | {row['combination']} | {v['auroc']:.3f} | {v['tpr_at_1pct_fpr']:.3f} "
+                f"| {t['auroc']:.3f} | {t['tpr_at_1pct_fpr']:.3f} | {r['n_val']} / {r['n_test']} |"
+            )  # fmt: skip
+    return lines
+
+
 def e6_calibration_table(results: list[dict[str, Any]]) -> list[str]:
     """The read-out fitted on val, measured on test (only the current results)."""
     rows = [r for r in results if r["_label"] == "now" and r.get("calibration")]
@@ -506,7 +522,12 @@ def write_summary(
              "## E7 (beyond the paper): held-out attacks", "",
              "Harmful detection trained with no LoRA poisoned by the held-out triggers, scored on the same clean test "
              "LoRAs against backdoors with seen and with unseen triggers (3 seeds); goal: a gap within 0.02.", "",
-             *e7_table(e7), ""]  # fmt: skip
+             *e7_table(e7), "",
+             "## Ensembles over architectures (harmful detection, beyond E1)", "",
+             "The shipped GL-net seed ensemble combined with MLP+Dense and O(r)-aligned MLP seeds (each family's mean logit "
+             "standardised on validation, weighted sum; `python -m benchmarks.architecture_ensemble ZOO`). Validation "
+             "chooses, test reads; not part of `loravet bench` (the MLP members are trained by the script).", "",
+             *ensemble_table(_load(results_dir / "architecture_ensemble")), ""]  # fmt: skip
     lines += [f"![{p}]({p})" for p in plots]
     out = results_dir / "SUMMARY.md"
     out.write_text("\n".join(lines) + "\n")
