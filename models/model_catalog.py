@@ -19,6 +19,7 @@ from torch import nn
 from lora_io.lora_spec import LoraSpec
 from models.dense_mlp import DenseMLP, DenseMLPConfig
 from models.factor_mlp import FactorMLP, FactorMLPConfig
+from models.family_ensemble import FamilyEnsemble, FamilyEnsembleConfig
 from models.gl_net import GLNet, GLNetConfig
 from models.gl_net_ensemble import GLNetEnsemble, GLNetEnsembleConfig
 from models.lora_batch import LoraBatch
@@ -40,11 +41,13 @@ MODEL_CATALOG: dict[str, tuple[type[Any], type[nn.Module]]] = {
     "gl_net_ensemble": (GLNetEnsembleConfig, GLNetEnsemble),
     "w2t": (W2TConfig, W2T),
     "quality_via_task": (QualityViaTaskConfig, QualityViaTask),
+    "family_ensemble": (FamilyEnsembleConfig, FamilyEnsemble),
 }
 """Model name -> (frozen config dataclass, nn.Module class)."""
 
 GL_INVARIANT_MODELS = (
     "gl_net", "mlp_dense", "mlp_svd", "norm_stats", "gl_net_ensemble", "w2t", "quality_via_task",
+    "family_ensemble",
 )  # fmt: skip
 """Models whose output is exactly invariant to (U_i, V_i) -> (U_i R_i, V_i R_i^{-T}) per module."""
 

@@ -1,12 +1,16 @@
-"""``loravet ensemble``: combine GL-net predictors trained with different seeds into one predictor.
+"""``loravet ensemble``: combine predictors trained with different seeds (or architectures) into one.
 
     loravet train ... --model gl_net --seed 0 --out runs/s0   # and --seed 1, --seed 2
     loravet ensemble --out predictors/minilm-topics-harmful-gl_net runs/s0 runs/s1 runs/s2
+    loravet ensemble --out predictors/digits-harmful-gl_net runs/gl0 runs/dense0 runs/dense1 --zoo zoos/digits
 
-The members must agree on everything but their seed (task, spec, GL-net hyperparameters, target
-normalisation); the ensemble averages their logits (:mod:`models.gl_net_ensemble`). Its validation
-metrics are measured again on the zoo the members were trained on. Run ``loravet calibrate`` on
-the result: an ensemble's probabilities need their own calibration.
+GL-net members that agree on everything but their seed (task, spec, GL-net hyperparameters, target
+normalisation) are averaged logit by logit (:mod:`models.gl_net_ensemble`). Members of several
+GL(r)-invariant model families (a classification task only) make a family ensemble
+(:mod:`models.family_ensemble`): each family's mean logit is standardised on the zoo's validation
+split and the families are summed with equal weights. Validation metrics are measured again on
+the zoo the members were trained on. Run ``loravet calibrate`` on the result: an ensemble's
+probabilities need their own calibration.
 """
 
 from __future__ import annotations
@@ -20,10 +24,57 @@ import torch
 
 from core.cli_support import Parser, fail
 from models.checkpoint import CheckpointError
+from models.family_ensemble import FamilyEnsemble, family_config
 from models.gl_net_ensemble import GLNetEnsemble, GLNetEnsembleConfig
+from models.lora_batch import LoraBatch
 from models.predictor import Predictor, load_predictor, save_predictor
 from training.train_loop import task_metrics
 from training.zoo_dataset import Zoo, ZooError, load_task
+
+SHARED = ("task", "spec", "out_features", "target_mean", "target_std", "label_names")
+"""What every member of any ensemble must share."""
+
+
+def combine_families(
+    members: list[Predictor], fit_batch: LoraBatch, predictor_id: str | None = None
+) -> Predictor:
+    """One predictor summing the families' validation-standardised mean logits.
+
+    Raises:
+        ValueError: members disagree on the task or spec, the task is quality, or a member's model
+            is not GL(r)-invariant.
+    """
+    first = members[0].config
+    for m in members:
+        differ = [f for f in SHARED if getattr(m.config, f) != getattr(first, f)]
+        if differ:
+            raise ValueError(
+                f"{m.config.predictor_id} differs from {first.predictor_id} in {', '.join(differ)}"
+            )
+    if first.task == "quality":
+        raise ValueError(
+            "a family ensemble standardises logits: it combines harmful or membership predictors"
+        )
+    config = family_config([(m.config.model_name, m.config) for m in members])
+    model = FamilyEnsemble(first.spec, first.out_features, config)
+    for slot, member in zip(model.members, members, strict=True):
+        slot.load_state_dict(member.model.state_dict())
+    dtype = next(members[0].model.parameters()).dtype
+    model = model.to(dtype).eval()
+    model.fit_standardisation(fit_batch.to(dtype=dtype))
+    versions = [f"{m.config.model_name}@{m.config.version}" for m in members]
+    ens_config = dataclasses.replace(
+        first,
+        predictor_id=predictor_id or first.predictor_id,
+        version="families-" + "+".join(versions),
+        model_name="family_ensemble",
+        hparams=dataclasses.asdict(config),
+        calibration=None,
+    )
+    meta: dict[str, Any] = {
+        "members": [{"version": v, **m.meta} for v, m in zip(versions, members, strict=True)]
+    }
+    return Predictor(ens_config, model, meta)
 
 
 def combine(members: list[Predictor], predictor_id: str | None = None) -> Predictor:
@@ -83,7 +134,12 @@ def validate(predictor: Predictor, zoo_dir: Path, split: str = "val") -> dict[st
 
 def main(argv: list[str] | None = None) -> int:
     p = Parser(prog="loravet ensemble", description=__doc__.split("\n")[0])
-    p.add_argument("members", nargs="+", type=Path, help="GL-net predictor directories (2 or more)")
+    p.add_argument(
+        "members",
+        nargs="+",
+        type=Path,
+        help="predictor directories (2 or more): GL-net seeds, or GL(r)-invariant models of several families",
+    )
     p.add_argument("--out", type=Path, required=True, help="predictor directory to write")
     p.add_argument(
         "--predictor-id", help="id of the combined predictor (default: the first member's)"
@@ -97,8 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     try:
         members = [load_predictor(d) for d in args.members]
-        ensemble = combine(members, args.predictor_id)
         zoo_dir = args.zoo or Path(str(members[0].meta.get("zoo", "")))
+        if len({m.config.model_name for m in members}) > 1:
+            val = load_task(Zoo.open(zoo_dir), "val", members[0].config.task,
+                            spec=members[0].config.spec)  # fmt: skip
+            ensemble = combine_families(members, val.batch, args.predictor_id)
+        else:
+            ensemble = combine(members, args.predictor_id)
         ensemble.meta["val_metrics"] = validate(ensemble, zoo_dir)
         ensemble.meta["zoo"] = str(zoo_dir)
         save_predictor(ensemble, args.out)

@@ -31,6 +31,12 @@ HPARAMS = {
         "inner_hparams": {"hidden": 8, "head_dim": 32},
         "n_labels": 4,
     },
+    "family_ensemble": {
+        "members": [
+            {"family": "gl_net", "model": "gl_net", "hparams": {"hidden": 8, "head_dim": 32}},
+            {"family": "mlp_dense", "model": "mlp_dense", "hparams": {}},
+        ],
+    },
 }
 
 

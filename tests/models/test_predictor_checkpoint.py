@@ -37,6 +37,14 @@ SMALL_HPARAMS = {
         "inner_hparams": {"hidden": 4, "head_dim": 8},
         "n_labels": 3,
     },
+    "family_ensemble": {
+        "members": [
+            {"family": "gl_net", "model": "gl_net", "hparams": {"hidden": 4, "head_dim": 8}},
+            {"family": "gl_net", "model": "gl_net", "hparams": {"hidden": 4, "head_dim": 8}},
+            {"family": "mlp_dense", "model": "mlp_dense", "hparams": {}},
+        ],
+        "weights": [1.0, 0.5],
+    },
 }
 
 

@@ -136,3 +136,36 @@ def test_quality_via_task_reads_quality_through_membership(
         "alien reads adapters of other/base (1 modules" in err
         and "give the zoo it was trained on" in err
     )
+
+
+def test_a_family_ensemble_of_gl_net_and_mlp_dense_is_standardised_on_validation_and_calibrates(
+    small_zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gl = _train(small_zoo, "harmful", 0, tmp_path / "gl")
+    dense = tmp_path / "dense"
+    argv = ["--zoo", str(small_zoo), "--task", "harmful", "--model", "mlp_dense", "--epochs", "3"]
+    assert train_main([*argv, "--out", str(dense)]) == 0
+    out = tmp_path / "fam"
+    assert ensemble_main([str(gl), str(dense), "--out", str(out), "--zoo", str(small_zoo)]) == 0
+    ens = load_predictor(out)
+    assert ens.config.model_name == "family_ensemble"
+    assert [m["family"] for m in ens.config.hparams["members"]] == ["gl_net", "mlp_dense"]
+    zoo = Zoo.open(small_zoo)
+    val = load_task(zoo, "val", "harmful", spec=ens.config.spec)
+    with torch.no_grad():
+        z = (ens.model.family_means(val.batch) - ens.model.center[:, None]) / ens.model.scale[
+            :, None
+        ]
+    np.testing.assert_allclose(z.mean(dim=1).numpy(), 0.0, atol=1e-5)  # fitted on val, saved
+    assert calibrate_main([str(out), "--zoo", str(small_zoo)]) == 0
+    assert load_predictor(out).config.calibration is not None
+    capsys.readouterr()
+    oalign = tmp_path / "oalign"
+    argv[argv.index("mlp_dense")] = "mlp_oalign"
+    assert train_main([*argv, "--out", str(oalign)]) == 0
+    capsys.readouterr()
+    assert (
+        ensemble_main([str(gl), str(oalign), "--out", str(tmp_path / "x"), "--zoo", str(small_zoo)])
+        == 2
+    )
+    assert "GL(r)-invariant" in capsys.readouterr().err
