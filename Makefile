@@ -55,8 +55,10 @@ zoo-causal-lm: install ## build (or resume) the committed causal-lm zoo on SmolL
 # The shipped predictors are trained with GL-net's benchmarked settings, read from the E1 spec (overrides included)
 GL_SETTINGS := --model gl_net --settings benchmarks/experiments/e1_models_tasks.json
 
-predictors-digits: install ## train the shipped digits predictors (one GL-net each for harmful and quality, calibrated on val; one model, not an ensemble, to stay inside the data budget)
-	$(BIN)/loravet train --zoo zoos/digits --task harmful $(GL_SETTINGS) --out predictors/digits-harmful-gl_net & fit=$$!; $(BIN)/loravet train --zoo zoos/digits --task quality $(GL_SETTINGS) --out predictors/digits-quality-gl_net; here=$$?; wait $$fit && [ $$here = 0 ]
+predictors-digits: install ## train the shipped digits predictors (harmful: three GL-net seeds ensembled; quality: one GL-net; both calibrated on val; harmful's head_dim 32 keeps it inside the data budget)
+	$(call HARMFUL_FIT,digits,0) & fit=$$!; $(call HARMFUL_FIT,digits,1); here=$$?; wait $$fit && [ $$here = 0 ]
+	$(call HARMFUL_FIT,digits,2) & fit=$$!; $(BIN)/loravet train --zoo zoos/digits --task quality $(GL_SETTINGS) --out predictors/digits-quality-gl_net; here=$$?; wait $$fit && [ $$here = 0 ]
+	$(BIN)/loravet ensemble $(foreach s,0 1 2,var/predictors/digits-harmful-s$(s)) --zoo zoos/digits --predictor-id digits-harmful-gl_net --out predictors/digits-harmful-gl_net
 	$(BIN)/loravet calibrate predictors/digits-harmful-gl_net --zoo zoos/digits
 	$(BIN)/loravet calibrate predictors/digits-quality-gl_net --zoo zoos/digits
 
