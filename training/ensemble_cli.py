@@ -56,18 +56,37 @@ def combine_families(
             "a family ensemble standardises logits: it combines harmful or membership predictors"
         )
     config = family_config([(m.config.model_name, m.config) for m in members])
-    model = FamilyEnsemble(first.spec, first.out_features, config)
+    model = _with_members(FamilyEnsemble(first.spec, first.out_features, config), members)
+    model.fit_standardisation(fit_batch.to(dtype=next(model.parameters()).dtype))
+    versions = [f"{m.config.model_name}@{m.config.version}" for m in members]
+    return _ensemble_predictor(members, model, config, "family_ensemble", "families-", versions,
+                               predictor_id)  # fmt: skip
+
+
+def _with_members(model: Any, members: list[Predictor]) -> Any:
+    """``model`` (an ensemble) holding the members' weights, in their dtype, in eval mode."""
     for slot, member in zip(model.members, members, strict=True):
         slot.load_state_dict(member.model.state_dict())
-    dtype = next(members[0].model.parameters()).dtype
-    model = model.to(dtype).eval()
-    model.fit_standardisation(fit_batch.to(dtype=dtype))
-    versions = [f"{m.config.model_name}@{m.config.version}" for m in members]
+    return model.to(next(members[0].model.parameters()).dtype).eval()
+
+
+def _ensemble_predictor(
+    members: list[Predictor],
+    model: Any,
+    config: Any,
+    model_name: str,
+    version_prefix: str,
+    versions: list[str],
+    predictor_id: str | None,
+) -> Predictor:
+    """The ensemble as a predictor: the first member's config under the ensemble's model, a version
+    naming every member, no calibration yet (``loravet calibrate`` fits the ensemble's own)."""
+    first = members[0].config
     ens_config = dataclasses.replace(
         first,
         predictor_id=predictor_id or first.predictor_id,
-        version="families-" + "+".join(versions),
-        model_name="family_ensemble",
+        version=version_prefix + "+".join(versions),
+        model_name=model_name,
         hparams=dataclasses.asdict(config),
         calibration=None,
     )
@@ -106,23 +125,10 @@ def combine(members: list[Predictor], predictor_id: str | None = None) -> Predic
                 "members may differ only in their seed"
             )
     config = GLNetEnsembleConfig(members=len(members), **first.hparams)
-    model = GLNetEnsemble(first.spec, first.out_features, config)
-    for slot, member in zip(model.members, members, strict=True):
-        slot.load_state_dict(member.model.state_dict())
-    dtype = next(members[0].model.parameters()).dtype
+    model = _with_members(GLNetEnsemble(first.spec, first.out_features, config), members)
     versions = [m.config.version for m in members]
-    ens_config = dataclasses.replace(
-        first,
-        predictor_id=predictor_id or first.predictor_id,
-        version="ensemble-" + "+".join(versions),
-        model_name="gl_net_ensemble",
-        hparams=dataclasses.asdict(config),
-        calibration=None,
-    )
-    meta: dict[str, Any] = {
-        "members": [{"version": v, **m.meta} for v, m in zip(versions, members, strict=True)]
-    }
-    return Predictor(ens_config, model.to(dtype).eval(), meta)
+    return _ensemble_predictor(members, model, config, "gl_net_ensemble", "ensemble-", versions,
+                               predictor_id)  # fmt: skip
 
 
 def validate(predictor: Predictor, zoo_dir: Path, split: str = "val") -> dict[str, Any]:
