@@ -139,7 +139,9 @@ def vet_batch(
         by_rank: dict[int, list[_Loaded]] = {}
         for entry in runnable:
             by_rank.setdefault(max(entry.adapter.ranks, default=0), []).append(entry)
-        batches = [(entries, _shared_batch(entries)) for entries in by_rank.values()]
+        # (only where a predictor will read it: packing imports torch, a few hundred MB a worker
+        # serving no predictor for this base never needs)
+        batches = [(e, _shared_batch(e) if predictors else None) for e in by_rank.values()]
         for predictor in predictors:
             for entries, batch in batches:
                 for entry, failure in _predict_group(predictor, entries, batch):
