@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -96,6 +96,29 @@ def _ensemble_predictor(
     return Predictor(ens_config, model, meta)
 
 
+def opened(predictors: list[Predictor]) -> list[Predictor]:
+    """Seed ensembles among ``predictors`` opened into their GL-nets, so that seeds can be added to
+    a shipped ensemble (``loravet ensemble predictors/x runs/s3 runs/s4 --out ...``)."""
+    out: list[Predictor] = []
+    for p in predictors:
+        if p.config.model_name != "gl_net_ensemble":
+            out.append(p)
+            continue
+        hparams = {k: v for k, v in p.config.hparams.items() if k != "members"}
+        nets = list(cast(GLNetEnsemble, p.model).members)
+        metas = p.meta.get("members") or [{} for _ in nets]
+        for net, meta in zip(nets, metas, strict=True):
+            config = dataclasses.replace(
+                p.config,
+                model_name="gl_net",
+                hparams=hparams,
+                version=str(meta.get("version", "member")),
+                calibration=None,
+            )
+            out.append(Predictor(config, net, {k: v for k, v in meta.items() if k != "version"}))
+    return out
+
+
 def combine(members: list[Predictor], predictor_id: str | None = None) -> Predictor:
     """One predictor whose model averages the members' raw outputs.
 
@@ -144,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         "members",
         nargs="+",
         type=Path,
-        help="predictor directories (2 or more): GL-net seeds, or GL(r)-invariant models of several families",
+        help="predictor directories (2 or more): GL-net seeds (a seed ensemble counts as its seeds), "
+        "or GL(r)-invariant models of several families",
     )
     p.add_argument("--out", type=Path, required=True, help="predictor directory to write")
     p.add_argument(
@@ -158,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail("an ensemble needs at least 2 members")
     torch.set_num_threads(1)
     try:
-        members = [load_predictor(d) for d in args.members]
+        members = opened([load_predictor(d) for d in args.members])
         zoo_dir = args.zoo or Path(str(members[0].meta.get("zoo", "")))
         if len({m.config.model_name for m in members}) > 1:
             val = load_task(Zoo.open(zoo_dir), "val", members[0].config.task,

@@ -169,3 +169,24 @@ def test_a_family_ensemble_of_gl_net_and_mlp_dense_is_standardised_on_validation
         == 2
     )
     assert "GL(r)-invariant" in capsys.readouterr().err
+
+
+def test_seeds_added_to_an_existing_ensemble_give_the_ensemble_of_all_seeds(
+    small_zoo: Path, tmp_path: Path
+) -> None:
+    """A shipped seed ensemble grows by naming it beside the new seeds (it counts as its seeds)."""
+    seeds = [_train(small_zoo, "harmful", s, tmp_path / f"s{s}") for s in (0, 1, 2)]
+    zoo = ["--zoo", str(small_zoo)]
+    assert ensemble_main([str(seeds[0]), str(seeds[1]), "--out", str(tmp_path / "two"), *zoo]) == 0
+    assert (
+        ensemble_main(
+            [str(tmp_path / "two"), str(seeds[2]), "--out", str(tmp_path / "grown"), *zoo]
+        )
+        == 0
+    )
+    assert ensemble_main([*map(str, seeds), "--out", str(tmp_path / "all"), *zoo]) == 0
+    grown, direct = load_predictor(tmp_path / "grown"), load_predictor(tmp_path / "all")
+    assert grown.config.hparams == direct.config.hparams and grown.config.hparams["members"] == 3
+    assert grown.config.version == direct.config.version == "ensemble-seed0+seed1+seed2"
+    val = load_task(Zoo.open(small_zoo), "val", "harmful", spec=direct.config.spec)
+    assert np.array_equal(grown.predict(val.batch), direct.predict(val.batch))
