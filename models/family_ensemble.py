@@ -84,7 +84,10 @@ class FamilyEnsemble(nn.Module):
             build_model(m["model"], spec, out_features, **m["hparams"]) for m in config.members
         )
         families = config.families
-        self._family_of = [families.index(m["family"]) for m in config.members]
+        # member indices of each family, in the families' order
+        self._members_of = [
+            [i for i, m in enumerate(config.members) if m["family"] == f] for f in families
+        ]
         weights = config.weights or [1.0 for _ in families]
         # (F, 1); set by the config, so not stored twice
         self.register_buffer("weights", torch.tensor(weights).unsqueeze(1), persistent=False)
@@ -95,12 +98,7 @@ class FamilyEnsemble(nn.Module):
         """(F, B, out): each family's mean raw output."""
         outs = [m(batch) for m in self.members]  # each (B, out)
         return torch.stack(
-            [
-                torch.stack([o for o, f in zip(outs, self._family_of, strict=True) if f == k]).mean(
-                    0
-                )
-                for k in range(len(self.config.families))
-            ]
+            [torch.stack([outs[i] for i in idx]).mean(0) for idx in self._members_of]
         )
 
     def forward(self, batch: LoraBatch) -> torch.Tensor:

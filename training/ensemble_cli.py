@@ -35,6 +35,19 @@ SHARED = ("task", "spec", "out_features", "target_mean", "target_std", "label_na
 """What every member of any ensemble must share."""
 
 
+def _check_agree(members: list[Predictor], fields: tuple[str, ...], why: str = "") -> None:
+    """Raise ``ValueError`` naming the first member whose config differs from the first one's in
+    any of ``fields``."""
+    first = members[0].config
+    for m in members:
+        differ = [f for f in fields if getattr(m.config, f) != getattr(first, f)]
+        if differ:
+            raise ValueError(
+                f"{m.config.predictor_id} differs from {first.predictor_id} in "
+                f"{', '.join(differ)}{why}"
+            )
+
+
 def combine_families(
     members: list[Predictor], fit_batch: LoraBatch, predictor_id: str | None = None
 ) -> Predictor:
@@ -45,12 +58,7 @@ def combine_families(
             is not GL(r)-invariant.
     """
     first = members[0].config
-    for m in members:
-        differ = [f for f in SHARED if getattr(m.config, f) != getattr(first, f)]
-        if differ:
-            raise ValueError(
-                f"{m.config.predictor_id} differs from {first.predictor_id} in {', '.join(differ)}"
-            )
+    _check_agree(members, SHARED)
     if first.task == "quality":
         raise ValueError(
             "a family ensemble standardises logits: it combines harmful or membership predictors"
@@ -132,21 +140,7 @@ def combine(members: list[Predictor], predictor_id: str | None = None) -> Predic
             raise ValueError(
                 f"{c.predictor_id}: only gl_net predictors are combined (got {c.model_name})"
             )
-        same = (
-            "task",
-            "spec",
-            "hparams",
-            "out_features",
-            "target_mean",
-            "target_std",
-            "label_names",
-        )
-        differ = [f for f in same if getattr(c, f) != getattr(first, f)]
-        if differ:
-            raise ValueError(
-                f"{c.predictor_id} differs from {first.predictor_id} in {', '.join(differ)}; "
-                "members may differ only in their seed"
-            )
+    _check_agree(members, (*SHARED, "hparams"), "; members may differ only in their seed")
     config = GLNetEnsembleConfig(members=len(members), **first.hparams)
     model = _with_members(GLNetEnsemble(first.spec, first.out_features, config), members)
     versions = [m.config.version for m in members]
