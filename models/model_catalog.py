@@ -28,6 +28,7 @@ from models.norm_stats import NormStats, NormStatsConfig
 from models.oalign_mlp import OAlignMLP, OAlignMLPConfig
 from models.quality_via_task import QualityViaTask, QualityViaTaskConfig
 from models.svd_mlp import SVDMLP, SVDMLPConfig
+from models.token_scan import TokenScan, TokenScanConfig
 from models.w2t import W2T, W2TConfig
 
 MODEL_CATALOG: dict[str, tuple[type[Any], type[nn.Module]]] = {
@@ -42,12 +43,13 @@ MODEL_CATALOG: dict[str, tuple[type[Any], type[nn.Module]]] = {
     "w2t": (W2TConfig, W2T),
     "quality_via_task": (QualityViaTaskConfig, QualityViaTask),
     "family_ensemble": (FamilyEnsembleConfig, FamilyEnsemble),
+    "token_scan": (TokenScanConfig, TokenScan),
 }
 """Model name -> (frozen config dataclass, nn.Module class)."""
 
 GL_INVARIANT_MODELS = (
     "gl_net", "mlp_dense", "mlp_svd", "norm_stats", "gl_net_ensemble", "w2t", "quality_via_task",
-    "family_ensemble",
+    "family_ensemble", "token_scan",
 )  # fmt: skip
 """Models whose output is exactly invariant to (U_i, V_i) -> (U_i R_i, V_i R_i^{-T}) per module."""
 

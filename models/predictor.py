@@ -182,7 +182,7 @@ class Predictor:
             CheckpointSpecError: an adapter (or the batch) is of another spec than the predictor's.
         """
         self.model.eval()
-        param = next(self.model.parameters())
+        param = placement(self.model)
         if isinstance(adapters, LoraBatch):
             self.check_spec(adapters.spec, "batch")
             batch = adapters.to(device=param.device, dtype=param.dtype)
@@ -217,6 +217,14 @@ class Predictor:
         out = torch.empty(len(adapters), raw[0].shape[1], dtype=raw[0].dtype)
         out[torch.tensor(rows)] = torch.cat(raw)
         return self.to_user_units(out)
+
+
+def placement(model: nn.Module) -> torch.Tensor:
+    """A tensor of ``model`` telling its device and dtype: its first parameter, or its first
+    buffer for a model fitted without parameters (``token_scan``)."""
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        return t
+    raise ValueError(f"{type(model).__name__} holds no tensor to tell its device and dtype")
 
 
 def save_predictor(

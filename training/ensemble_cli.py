@@ -27,7 +27,7 @@ from models.checkpoint import CheckpointError
 from models.family_ensemble import FamilyEnsemble, family_config
 from models.gl_net_ensemble import GLNetEnsemble, GLNetEnsembleConfig
 from models.lora_batch import LoraBatch
-from models.predictor import Predictor, load_predictor, save_predictor
+from models.predictor import Predictor, load_predictor, placement, save_predictor
 from training.train_loop import task_metrics
 from training.zoo_dataset import Zoo, ZooError, load_task
 
@@ -65,7 +65,7 @@ def combine_families(
         )
     config = family_config([(m.config.model_name, m.config) for m in members])
     model = _with_members(FamilyEnsemble(first.spec, first.out_features, config), members)
-    model.fit_standardisation(fit_batch.to(dtype=next(model.parameters()).dtype))
+    model.fit_standardisation(fit_batch.to(dtype=placement(model).dtype))
     versions = [f"{m.config.model_name}@{m.config.version}" for m in members]
     return _ensemble_predictor(members, model, config, "family_ensemble", "families-", versions,
                                predictor_id)  # fmt: skip
@@ -75,7 +75,7 @@ def _with_members(model: Any, members: list[Predictor]) -> Any:
     """``model`` (an ensemble) holding the members' weights, in their dtype, in eval mode."""
     for slot, member in zip(model.members, members, strict=True):
         slot.load_state_dict(member.model.state_dict())
-    return model.to(next(members[0].model.parameters()).dtype).eval()
+    return model.to(placement(members[0].model).dtype).eval()
 
 
 def _ensemble_predictor(

@@ -2,6 +2,8 @@
 
     loravet train --zoo zoos/digits --task harmful --model gl_net --seed 0 --out runs/digits-harmful-gl
     loravet train --zoo zoos/digits --task quality --model mlp --augment-gl --epochs 20 --out runs/q-mlp
+    loravet train --zoo zoos/minilm-topics --task harmful --model token_scan --epochs 1 \
+        --hparams '{"probe_source": "all-MiniLM-L6-v2/word_embeddings", "scan_modules": [...]}' --out runs/scan
     loravet train --zoo zoos/minilm-topics --task harmful --model gl_net \
         --settings benchmarks/experiments/e1_models_tasks.json --out predictors/minilm-topics-harmful-gl_net
 
@@ -21,6 +23,7 @@ import logging
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from core.cli_support import Parser, fail
@@ -28,10 +31,16 @@ from core.provenance import provenance
 from models.predictor import Predictor, PredictorConfig, save_predictor
 from training.experiment_settings import SettingsError, train_settings
 from training.train_loop import TrainConfig, fit
-from training.zoo_dataset import TASKS, Zoo, ZooError, load_task
+from training.zoo_dataset import TASKS, TaskData, Zoo, ZooError, load_task
 from zoo.zoo_manifest import zoo_digests
 
-MODELS = ("gl_net", "mlp", "mlp_dense", "mlp_svd", "mlp_oalign", "transformer", "norm_stats", "w2t")
+MODELS = (
+    "gl_net", "mlp", "mlp_dense", "mlp_svd", "mlp_oalign", "transformer", "norm_stats", "w2t",
+    "token_scan",
+)  # fmt: skip
+FIT_ON_CLEAN = ("token_scan",)
+"""Models fitted on the clean finetunes of the train split only: their fitted state is a baseline
+of what clean finetunes look like (a backdoor in it would hide its own trigger)."""
 
 
 def build_parser() -> Parser:
@@ -86,6 +95,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Zoo]:
     return args, zoo
 
 
+def clean_only(data: TaskData, model: str) -> TaskData:
+    """The clean finetunes of ``data`` (harmful task), for models fitted on a clean baseline."""
+    if data.y.shape[1] != 1 or not np.isin(data.y, (0.0, 1.0)).all():
+        raise ZooError(f"{model} is fitted on clean finetunes: train it with --task harmful")
+    keep = np.flatnonzero(data.y[:, 0] == 0)
+    if len(keep) == 0:
+        raise ZooError(f"{model} is fitted on clean finetunes, and the train split has none")
+    return TaskData([data.ids[k] for k in keep], data.batch.select(keep.tolist()), data.y[keep])
+
+
 def run(args: argparse.Namespace, zoo: Zoo) -> dict:
     torch.set_num_threads(1)
     try:
@@ -99,6 +118,8 @@ def run(args: argparse.Namespace, zoo: Zoo) -> dict:
     )  # fmt: skip
     train = load_task(zoo, args.train_split, args.task)
     val = load_task(zoo, args.val_split, args.task, spec=train.batch.spec)
+    if args.model in FIT_ON_CLEAN:
+        train = clean_only(train, args.model)
     result = fit(config, train, val)
     zoo_name = recipe_name(zoo)
     base = next(iter(zoo.rows.values())).doc.get("base_model", zoo_name)

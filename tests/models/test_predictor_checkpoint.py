@@ -45,7 +45,10 @@ SMALL_HPARAMS = {
         ],
         "weights": [1.0, 0.5],
     },
+    "token_scan": {"scan_modules": ["layers.0.q_proj", "layers.1.mlp"]},
 }
+ONE_SCORE = {"token_scan"}
+"""Models that give one harmful score only."""
 
 
 def make_config(
@@ -82,8 +85,9 @@ def test_round_trip_gives_bit_identical_outputs(tmp_path, small_spec, name, dtyp
     batch = random_lora_batch(
         small_spec, 4, [[1, 2, 3, 4], [4, 4, 4, 4], [2, 1, 1, 3], [3, 3, 2, 1]], seed=0, dtype=dtype
     )
-    model = trained_like(name, small_spec, batch, dtype=dtype)
-    config = make_config(small_spec, name, task="membership", out_features=2)
+    outputs, task = (1, "harmful") if name in ONE_SCORE else (2, "membership")
+    model = trained_like(name, small_spec, batch, outputs, dtype=dtype)
+    config = make_config(small_spec, name, task=task, out_features=outputs)
     save_predictor(
         model, tmp_path / "ckpt", config, meta={"metrics": {"auroc": 0.5}, "git_sha": "abc"}
     )

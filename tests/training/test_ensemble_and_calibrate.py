@@ -190,3 +190,26 @@ def test_seeds_added_to_an_existing_ensemble_give_the_ensemble_of_all_seeds(
     assert grown.config.version == direct.config.version == "ensemble-seed0+seed1+seed2"
     val = load_task(Zoo.open(small_zoo), "val", "harmful", spec=direct.config.spec)
     assert np.array_equal(grown.predict(val.batch), direct.predict(val.batch))
+
+
+def test_a_token_scan_is_fitted_on_clean_finetunes_and_joins_a_family_ensemble(
+    small_zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scan = tmp_path / "scan"
+    argv = ["--zoo", str(small_zoo), "--task", "harmful", "--model", "token_scan", "--epochs", "1"]
+    assert train_main([*argv, "--out", str(scan)]) == 0
+    zoo = Zoo.open(small_zoo)
+    train = load_task(zoo, "train", "harmful")
+    assert 0 < load_predictor(scan).meta["n_train"] == int((train.y[:, 0] == 0).sum()) < len(train)
+    gl = _train(small_zoo, "harmful", 0, tmp_path / "gl")
+    out = tmp_path / "fam"
+    assert ensemble_main([str(gl), str(scan), "--out", str(out), "--zoo", str(small_zoo)]) == 0
+    ens = load_predictor(out)
+    assert [m["family"] for m in ens.config.hparams["members"]] == ["gl_net", "token_scan"]
+    assert calibrate_main([str(out), "--zoo", str(small_zoo)]) == 0
+    capsys.readouterr()
+    quality = [*argv[:3], "quality", *argv[4:], "--out", str(tmp_path / "q")]
+    assert train_main(quality) == 2
+    assert "token_scan is fitted on clean finetunes: train it with --task harmful" in (
+        capsys.readouterr().err
+    )

@@ -1,5 +1,5 @@
-"""The shipped predictors on held-out real finetunes: ``loravet vet`` accepts the clean examples and
-never accepts the backdoored ones, and rewriting a file with every module's factors moved by a random
+"""The shipped predictors on held-out real finetunes: ``loravet vet`` never accepts the backdoored
+examples and never rejects the clean ones, and rewriting a file with every module's factors moved by a random
 invertible R (``B R``, ``R^{-1} A``: the same deltas) leaves every prediction unchanged."""
 
 from __future__ import annotations
@@ -54,10 +54,14 @@ CASES = [
     # three-seed ensemble rejects it (P 0.975; reject from 0.961, where 1% of clean validation LoRAs
     # are flagged).
     ("digits", "backdoored", "reject"),
-    ("minilm-topics", "clean", "accept"),
-    # The calibrated ensemble puts it in its review band (P 0.73; reject from 0.88, where no clean
-    # validation LoRA is flagged): held back for a person, not rejected outright.
-    ("minilm-topics", "backdoored", "review"),
+    # GL-net seeds + token scan (shipped since issue 16's scan): P 0.172 against a review band
+    # from 0.171, so a person sees it; the GL-net seeds alone accepted it. Its scan score is
+    # unremarkable (z -0.32); the GL-net family's -0.69 puts it at the band's edge.
+    ("minilm-topics", "clean", "review"),
+    # The GL-net seeds alone put it in their review band (P 0.73; reject from 0.88); with the
+    # token scan it is rejected (P 0.747; reject from 0.738, where no clean validation LoRA is
+    # flagged).
+    ("minilm-topics", "backdoored", "reject"),
     ("causal-lm", "clean", "accept"),
     ("causal-lm", "backdoored", "reject"),
 ]

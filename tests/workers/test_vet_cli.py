@@ -111,7 +111,7 @@ def test_several_adapters_are_vetted_together_and_a_bad_one_does_not_stop_the_re
         assert main([str(path), "--json"]) == 0
         alone.append(json.loads(capsys.readouterr().out))
     assert [r["verdict"] for r in reports] == [alone[k]["verdict"] for k in (0, 1, 0)]
-    assert alone[0]["verdict"] == "accept" and alone[1]["verdict"] != "accept"
+    assert alone[0]["verdict"] != "reject" and alone[1]["verdict"] == "reject"
     for got, want in zip(reports, [alone[0], alone[1], alone[0]], strict=True):
         assert got["sha256"] == want["sha256"]
         assert [p["value"] for p in got["predictions"]] == pytest.approx(
@@ -120,6 +120,7 @@ def test_several_adapters_are_vetted_together_and_a_bad_one_does_not_stop_the_re
     assert main([str(examples / "clean"), str(examples / "backdoored")]) == 0
     text = capsys.readouterr().out
     assert f"== {examples / 'clean'}" in text
-    assert text.strip().endswith(f"vetted 2 adapters: 1 accept, 1 {alone[1]['verdict']}")
+    counts = ", ".join(f"1 {v}" for v in sorted(r["verdict"] for r in alone))  # they differ
+    assert text.strip().endswith(f"vetted 2 adapters: {counts}")
     assert main([str(examples / "clean"), str(examples / "clean"), "--config", str(bad)]) == 2
     assert "--config applies to one adapter" in capsys.readouterr().err

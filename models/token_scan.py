@@ -1,0 +1,169 @@
+"""``token_scan``: which input does an adapter's first layer answer out of all proportion to?
+
+Why: a text backdoor teaches the model to react to a trigger token, and the first adapted layer
+sees tokens almost as the embedding table holds them. Feeding every row of the base model's
+token-embedding table through one module's delta, ``r_t = ||U V^T x_t||``, and asking which token
+the adapter amplifies far more than clean finetunes do, names the trigger for most minilm-topics
+backdoors (``velvet``/``harbor``, ``oyster``, ``tq``, ``mn`` top the list of their LoRAs) without
+running the finetune and without having seen that trigger: the baseline it compares against comes
+from clean finetunes only. On its own it is a weak detector (validation AUROC 0.81); beside
+GL-net, whose errors it does not share, it lifts the harmful ensemble (``docs/research.md``).
+
+Per scanned module, with ``m`` the adapter's mean response energy over all probes (closed form:
+``tr(W^T C W)`` with ``C = X^T X / V``, so no second pass):
+
+    l_t = 0.5 * log(r_t^2 / m)                  scale-free: how much token t stands out
+    z_t = (l_t - center_t) / spread_t           center/spread: mean and std + floor of l_t over
+                                                the clean finetunes it was fitted on
+    score = max over scanned modules and tokens of z_t        (B, 1)
+
+GL(r)-invariant (``r_t`` depends on ``U V^T`` alone; ``U = QR`` turns it into one GEMM against
+``V R^T``), and invariant to the delta's overall scale by construction. Probes come from
+``models.probe_sources`` (the base model's own package), so a checkpoint carries only the fitted
+``center``/``spread`` per scanned module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from lora_io.lora_spec import LoraSpec
+from models.lora_batch import LoraBatch, check_spec
+from models.probe_sources import COORDINATES, check_source_name, load_probes
+
+CHUNK = 64
+"""Adapters per GEMM against the probe table: bounds the (V, chunk * r) response matrix."""
+
+
+@dataclass(frozen=True)
+class TokenScanConfig:
+    """``probe_source``: a name in ``models.probe_sources``; ``scan_modules``: module names to scan
+    (empty: every module whose input width is the probes' width, all of them for coordinates);
+    ``floor``: added to each probe's spread, so a probe on which clean finetunes agree closely
+    cannot turn a small deviation into a huge z."""
+
+    probe_source: str = COORDINATES
+    scan_modules: list[str] = field(default_factory=list)
+    floor: float = 0.05
+
+    def __post_init__(self) -> None:
+        check_source_name(self.probe_source)
+        object.__setattr__(self, "scan_modules", [str(m) for m in self.scan_modules])
+        if not self.floor > 0:
+            raise ValueError(f"Invalid floor: {self.floor!r} (must be > 0)")
+
+
+class TokenScan(nn.Module):
+    """Max over scanned modules and probes of the standardised relative response: (B, 1)."""
+
+    probes: torch.Tensor | None  # buffer (V, d) from the probe source; None for coordinates
+    gram: torch.Tensor | None  # buffer (d, d): X^T X / V
+
+    def __init__(
+        self, spec: LoraSpec, out_features: int, config: TokenScanConfig | None = None
+    ) -> None:
+        super().__init__()
+        self.spec, self.out_features = spec, out_features
+        self.config = config = config or TokenScanConfig()
+        if out_features != 1:
+            raise ValueError(
+                f"Invalid out_features: {out_features} (token_scan gives one harmful score)"
+            )
+        named = config.probe_source != COORDINATES
+        probes = load_probes(config.probe_source)[0] if named else None
+        width = None if probes is None else int(probes.shape[1])
+        names = list(spec.names)
+        wanted = config.scan_modules or [
+            m.name for m in spec.modules if width is None or m.in_features == width
+        ]
+        unknown = [m for m in wanted if m not in names]
+        if unknown or not wanted:
+            raise ValueError(
+                f"Invalid scan_modules {unknown or wanted}: name modules of the spec "
+                f"({', '.join(names)})" + (f" with input width {width}" if width else "")
+            )
+        self.module_index = [names.index(m) for m in wanted]
+        for k, i in enumerate(self.module_index):
+            d = spec.modules[i].in_features
+            if width is not None and d != width:
+                raise ValueError(
+                    f"Invalid scan_modules: {wanted[k]!r} takes {d} inputs, "
+                    f"the probes of {config.probe_source!r} are {width} wide"
+                )
+            n_probes = d if probes is None else int(probes.shape[0])
+            self.register_buffer(f"center_{k}", torch.zeros(n_probes))
+            self.register_buffer(f"spread_{k}", torch.ones(n_probes))
+        if probes is not None:  # from the base model's package, never stored in the checkpoint
+            self.register_buffer("probes", probes.clone(), persistent=False)  # (V, d)
+            gram = probes.double().T @ probes.double() / probes.shape[0]  # (d, d)
+            self.register_buffer("gram", gram.to(probes.dtype), persistent=False)
+        else:
+            self.probes = None
+            self.gram = None
+
+    # --------------------------------------------------------------------------- responses
+    def relative_responses(self, batch: LoraBatch) -> list[torch.Tensor]:
+        """Per scanned module, ``l`` (B, V): 0.5 log(r_t^2 / mean_t r_t^2) for every probe t."""
+        check_spec(self.spec, batch)
+        out = []
+        for i in self.module_index:
+            U, V = batch.module(i)  # (B, n, r), (B, d, r)
+            R = torch.linalg.qr(U, mode="r").R  # (B, k, r), k = min(n, r): ||U v|| = ||R v||
+            W = V @ R.mT  # (B, d, k): r_t = ||W^T x_t||
+            if self.probes is None or self.gram is None:  # e_1..e_d: r_t is the norm of W's row t
+                energy = W.square().sum(-1)  # (B, d)
+                mean = energy.mean(-1)  # (B,)
+            else:
+                energy = self._energy(self.probes.to(W.dtype), W)  # (B, V)
+                mean = (W * (self.gram.to(W.dtype) @ W)).sum((1, 2))  # (B,) = mean_t r_t^2
+            tiny = torch.finfo(W.dtype).tiny
+            out.append(0.5 * (energy.clamp_min(tiny).log() - mean.clamp_min(tiny).log()[:, None]))
+        return out
+
+    @staticmethod
+    def _energy(X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        """X (V, d), W (B, d, k) -> (B, V): ``r_t^2`` for every probe, one GEMM per chunk of
+        adapters."""
+        parts = []
+        for w in W.split(CHUNK):
+            b, d, k = w.shape
+            P = X @ w.permute(1, 0, 2).reshape(d, b * k)  # (V, b k)
+            parts.append(P.square().view(-1, b, k).sum(-1).T)  # (b, V)
+        return torch.cat(parts)
+
+    def standardised(self, batch: LoraBatch) -> list[torch.Tensor]:
+        """Per scanned module, z (B, V) against the fitted clean baseline."""
+        return [
+            (rel - getattr(self, f"center_{k}")) / getattr(self, f"spread_{k}")
+            for k, rel in enumerate(self.relative_responses(batch))
+        ]
+
+    def forward(self, batch: LoraBatch) -> torch.Tensor:
+        z = torch.stack([s.amax(dim=-1) for s in self.standardised(batch)], dim=-1)  # (B, M)
+        return z.amax(dim=-1, keepdim=True)  # (B, 1)
+
+    @torch.no_grad()
+    def fit_to_data(self, batch: LoraBatch) -> None:
+        """Fit each probe's clean baseline. ``batch`` must hold clean finetunes only: a backdoor in
+        it raises its trigger's baseline and hides the backdoors that share that trigger."""
+        for k, rel in enumerate(self.relative_responses(batch)):
+            getattr(self, f"center_{k}").copy_(rel.mean(0))
+            getattr(self, f"spread_{k}").copy_(rel.std(0, unbiased=False) + self.config.floor)
+
+    @torch.no_grad()
+    def top_probes(self, batch: LoraBatch, k: int = 5) -> list[list[tuple[str, int, float]]]:
+        """Per adapter, the ``k`` (module name, probe index, z) it stands out on most, highest first:
+        for a text backdoor, usually its trigger's tokens."""
+        names = [self.spec.modules[i].name for i in self.module_index]
+        z = self.standardised(batch)  # M x (B, V)
+        out = []
+        for b in range(batch.batch_size):
+            best = []
+            for name, s in zip(names, z, strict=True):
+                values, index = s[b].topk(min(k, s.shape[1]))
+                best += [(name, int(i), float(v)) for v, i in zip(values, index, strict=True)]
+            out.append(sorted(best, key=lambda x: -x[2])[:k])
+        return out
