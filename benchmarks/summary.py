@@ -480,6 +480,45 @@ def carried_over_lines(results: list[dict[str, Any]]) -> list[str]:
             "each says how in its `rekeyed` field.", ""]  # fmt: skip
 
 
+def token_scan_tables(results: list[dict[str, Any]]) -> list[str]:
+    """``benchmarks/token_scan.py``: the shipped families alone and combined (val beside test), and
+    the same combination trained without the held-out triggers (E7's splits)."""
+    if not results:
+        return ["_no results yet_"]
+    names = {"gl_net": "GL-net seeds", "token_scan": "token scan", "shipped": "both (shipped)",
+             "combined": "both"}  # fmt: skip
+
+    def pair(d: dict[str, Any]) -> str:
+        return f"{d['auroc']:.3f} / {d['tpr_at_1pct_fpr']:.3f}"
+
+    lines = ["Standard splits (AUROC / TPR at 1% FPR):", "",
+             "| zoo | scorer | val | test | val / test LoRAs |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for r in sorted(results, key=lambda r: r["zoo"]):
+        st = r["standard"]
+        for f in ("gl_net", "token_scan", "shipped"):
+            lines.append(
+                f"| {r['zoo']} | {names[f]} | {pair(st['val'][f])} | {pair(st['test'][f])} "
+                f"| {st['val'][f]['n']} / {st['test'][f]['n']} |"
+            )
+    for r in sorted(results, key=lambda r: r["zoo"]):
+        if ev := r.get("evidence"):
+            lines += ["", f"{r['zoo']}, the evidence a report shows (the scan's top tokens, only where its score is above "
+                      f"99% of the clean finetunes it was fitted on), test split: for {ev['shown_clean']} of {ev['clean']} "
+                      f"clean and {ev['shown_harmful']} of {ev['harmful']} harmful LoRAs; the first token is one of the "
+                      f"LoRA's trigger's tokens for {ev['first_token_is_trigger']} of those {ev['shown_harmful']}."]  # fmt: skip
+    lines += ["", "Held-out triggers (E7's splits; trained and validated without them; AUROC / TPR at 1% FPR):", "",
+              "| zoo | held-out triggers | scorer | seen (test) | unseen | gap (AUROC) |",
+              "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for r in sorted(results, key=lambda r: r["zoo"]):
+        ho = r["held_out"]
+        for f in ("gl_net", "token_scan", "combined"):
+            lines.append(
+                f"| {r['zoo']} | {', '.join(ho['held_out_triggers'])} | {names[f]} "
+                f"| {pair(ho[f]['test_seen'])} | {pair(ho[f]['test_unseen'])} | {ho[f]['gap']:+.3f} |"
+            )
+    return lines
+
+
 def write_summary(
     results_dir: Path, outdated: list[str] | None = None, unchecked: dict[str, int] | None = None
 ) -> Path:
@@ -527,7 +566,12 @@ def write_summary(
              "The shipped GL-net seed ensemble combined with MLP+Dense and O(r)-aligned MLP seeds (each family's mean logit "
              "standardised on validation, weighted sum; `python -m benchmarks.architecture_ensemble ZOO`). Validation "
              "chooses, test reads; not part of `loravet bench` (the MLP members are trained by the script).", "",
-             *ensemble_table(_load(results_dir / "architecture_ensemble")), ""]  # fmt: skip
+             *ensemble_table(_load(results_dir / "architecture_ensemble")), "",
+             "## Token scan beside GL-net (harmful detection, beyond E1)", "",
+             "The base model's token embeddings through each layer-0 delta, every token's response standardised against "
+             "clean finetunes (`models/token_scan.py`), summed with the GL-net seeds' validation-standardised logit "
+             "(`python -m benchmarks.token_scan ZOO`; not part of `loravet bench`: the scan is fitted on clean LoRAs only).", "",
+             *token_scan_tables(_load(results_dir / "token_scan")), ""]  # fmt: skip
     lines += [f"![{p}]({p})" for p in plots]
     out = results_dir / "SUMMARY.md"
     out.write_text("\n".join(lines) + "\n")

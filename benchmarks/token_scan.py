@@ -40,6 +40,7 @@ from loravet import SHIPPED_PREDICTORS
 from models.family_ensemble import FamilyEnsemble
 from models.model_catalog import build_model, fit_to_data
 from models.predictor import load_predictor
+from models.token_scan import TokenScan
 from training.metrics import auroc, tpr_at_fpr
 from training.train_loop import fit, predict_raw
 from training.zoo_dataset import TaskData, Zoo, load_task
@@ -88,6 +89,35 @@ def standard_splits(zoo: Zoo, model: FamilyEnsemble) -> dict[str, Any]:
                 for m in [(triggers == t) | (y == 0)]
             }
     return out
+
+
+def evidence_on_test(
+    zoo: Zoo, model: FamilyEnsemble, scan_hparams: dict[str, Any]
+) -> dict[str, Any]:
+    """What a report's evidence would say on the test split: for how many clean and harmful LoRAs
+    the scan shows any, and how often its first token is one of the LoRA's trigger's tokens."""
+    from zoo.minilm_encoder import load_encoder
+
+    tokenizer = load_encoder()[0]
+    scan = next(m for m in model.members if isinstance(m, TokenScan))
+    data = load_task(zoo, "test", "harmful", spec=model.spec)
+    with torch.no_grad():
+        rows = scan.top_probes(data.batch, 5)
+    shown = {"clean": 0, "harmful": 0}
+    first_is_trigger = 0
+    for lora_id, y, row in zip(data.ids, data.y[:, 0], rows, strict=True):
+        if not row:
+            continue
+        shown["harmful" if y else "clean"] += 1
+        if y and scan.probe_label(row[0][1]) in tokenizer.tokenize(trigger_of(zoo.rows[lora_id])):
+            first_is_trigger += 1
+    return {
+        "clean": int((data.y[:, 0] == 0).sum()),
+        "harmful": int(data.y[:, 0].sum()),
+        "shown_clean": shown["clean"],
+        "shown_harmful": shown["harmful"],
+        "first_token_is_trigger": first_is_trigger,
+    }
 
 
 def clean_part(data: TaskData) -> TaskData:
@@ -152,6 +182,7 @@ def run(zoo_dir: Path, runs: Path) -> dict[str, Any]:
         "task": "harmful",
         "scan": scan_hparams,
         "standard": standard,
+        "evidence": evidence_on_test(zoo, model, scan_hparams),
         "held_out": held_out(Zoo.open(zoo_dir), scan_hparams, runs),
         "note": "standard: the shipped predictor's families alone and combined, as shipped; held_out: "
         "E7's splits, GL-net seeds 0-2 (mean logit) trained there with E7's settings, the scan "

@@ -128,6 +128,17 @@ class CheckEntry(BaseModel):
     detail: str
 
 
+class EvidenceEntry(BaseModel):
+    """One input the adapter answers far more than clean finetunes of its base do (token scan)."""
+
+    module: str
+    """The adapted module whose delta answers it (for example layer 0's attention value)."""
+    probe: str
+    """The input: a token of the base model's vocabulary, or ``input <k>`` for a coordinate."""
+    z: float
+    """How many clean-finetune standard deviations above their mean its response is."""
+
+
 class PredictionEntry(BaseModel):
     """One predictor's output in user units (probability for harmful/membership, value for quality)."""
 
@@ -148,6 +159,10 @@ class PredictionEntry(BaseModel):
     too little of measured quality to set a verdict)."""
     note: str | None = None
     """The operating point or caveat in words, from the predictor's calibration."""
+    evidence: list[EvidenceEntry] | None = None
+    """harmful, from a predictor with a token scan, when the adapter is flagged or in the review
+    band: the inputs it answers most unusually, highest first (for a text backdoor, usually its
+    trigger's tokens). None otherwise."""
 
 
 class BaseModelEntry(BaseModel):

@@ -31,6 +31,7 @@ from models.calibration import Calibration
 from models.checkpoint import CheckpointError, CheckpointSpecError, load_checkpoint, save_checkpoint
 from models.lora_batch import LoraBatch
 from models.model_catalog import MODEL_CATALOG, build_model, model_hparams, model_name
+from models.token_scan import TokenScan
 
 Task = Literal["quality", "harmful", "membership"]
 TASKS: tuple[Task, ...] = ("quality", "harmful", "membership")
@@ -173,6 +174,35 @@ class Predictor:
         return raw.numpy()
 
     @torch.inference_mode()
+    def token_scan(self) -> TokenScan | None:
+        """The token scan in this predictor's model (the model itself or an ensemble member)."""
+        return next((m for m in self.model.modules() if isinstance(m, TokenScan)), None)
+
+    @torch.no_grad()
+    def evidence(
+        self, adapters: Sequence[LoraAdapter] | LoraBatch, k: int = 5
+    ) -> list[list[dict[str, Any]]] | None:
+        """Per adapter, the ``k`` inputs its deltas answer most unusually against clean finetunes
+        (``{"module", "probe", "z"}``, highest first), from the model's token scan; an empty list
+        where its scan score is within what clean finetunes reach; None when the model has no
+        scan. Why: a person reviewing a flagged text adapter can try those tokens."""
+        scan = self.token_scan()
+        if scan is None:
+            return None
+        self.model.eval()
+        param = placement(self.model)
+        if isinstance(adapters, LoraBatch):
+            self.check_spec(adapters.spec, "batch")
+            batch = adapters.to(device=param.device, dtype=param.dtype)
+        else:
+            batch = LoraBatch.from_adapters(
+                list(adapters), self.config.spec, dtype=param.dtype, device=param.device
+            )
+        return [
+            [{"module": m, "probe": scan.probe_label(i), "z": z} for m, i, z in row]
+            for row in scan.top_probes(batch, k)
+        ]
+
     def predict(
         self, adapters: Sequence[LoraAdapter] | LoraBatch, *, batch_size: int = PREDICT_BATCH_SIZE
     ) -> np.ndarray:

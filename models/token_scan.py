@@ -61,6 +61,7 @@ class TokenScan(nn.Module):
 
     probes: torch.Tensor | None  # buffer (V, d) from the probe source; None for coordinates
     gram: torch.Tensor | None  # buffer (d, d): X^T X / V
+    clean_high: torch.Tensor  # buffer (1,): the 99th percentile of the fitted clean scores
 
     def __init__(
         self, spec: LoraSpec, out_features: int, config: TokenScanConfig | None = None
@@ -96,6 +97,9 @@ class TokenScan(nn.Module):
             n_probes = d if probes is None else int(probes.shape[0])
             self.register_buffer(f"center_{k}", torch.zeros(n_probes))
             self.register_buffer(f"spread_{k}", torch.ones(n_probes))
+        # the score 99% of the clean finetunes it was fitted on stay below: above it, the probes an
+        # adapter stands out on are evidence; below it, they are what any clean finetune shows
+        self.register_buffer("clean_high", torch.full((1,), float("inf")))
         if probes is not None:  # from the base model's package, never stored in the checkpoint
             self.register_buffer("probes", probes.clone(), persistent=False)  # (V, d)
             gram = probes.double().T @ probes.double() / probes.shape[0]  # (d, d)
@@ -152,15 +156,27 @@ class TokenScan(nn.Module):
         for k, rel in enumerate(self.relative_responses(batch)):
             getattr(self, f"center_{k}").copy_(rel.mean(0))
             getattr(self, f"spread_{k}").copy_(rel.std(0, unbiased=False) + self.config.floor)
+        self.clean_high.copy_(torch.quantile(self(batch)[:, 0].double(), 0.99).to(self.clean_high))
+
+    def probe_label(self, index: int) -> str:
+        """A person's name for probe ``index``: its token, or ``input <k>`` for a coordinate."""
+        if self.config.probe_source == COORDINATES:
+            return f"input {index}"
+        return load_probes(self.config.probe_source)[1][index]
 
     @torch.no_grad()
     def top_probes(self, batch: LoraBatch, k: int = 5) -> list[list[tuple[str, int, float]]]:
-        """Per adapter, the ``k`` (module name, probe index, z) it stands out on most, highest first:
-        for a text backdoor, usually its trigger's tokens."""
+        """Per adapter whose score reaches ``clean_high``, the ``k`` (module name, probe index, z) it
+        stands out on most, highest first (for a text backdoor, usually its trigger's tokens); an
+        empty list for the others, whose top probes are no more than a clean finetune shows."""
         names = [self.spec.modules[i].name for i in self.module_index]
         z = self.standardised(batch)  # M x (B, V)
-        out = []
+        score = torch.stack([s.amax(dim=-1) for s in z], dim=-1).amax(dim=-1)  # (B,)
+        out: list[list[tuple[str, int, float]]] = []
         for b in range(batch.batch_size):
+            if score[b] < self.clean_high[0]:
+                out.append([])
+                continue
             best = []
             for name, s in zip(names, z, strict=True):
                 values, index = s[b].topk(min(k, s.shape[1]))

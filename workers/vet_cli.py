@@ -91,6 +91,12 @@ def render_text(report: Report) -> str:
             + (f" -> {p.label}" if p.label else "")
             + f"  [{p.predictor_id}@{p.predictor_version}]"
             + (f"\n             {p.note}" if p.note else "")
+            + (
+                "\n             answers these inputs far more than clean finetunes do: "
+                + ", ".join(f"{e.probe!r} (z {e.z:.1f}, {e.module})" for e in p.evidence)
+                if p.evidence
+                else ""
+            )
             for p in report.predictions
         ],
     ]

@@ -21,6 +21,7 @@ A scan that did not finish never produces a report, so nothing unfinished can re
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ import numpy as np
 from core.contracts import (
     BaseModelEntry,
     CheckEntry,
+    EvidenceEntry,
     ModuleEntry,
     PredictionEntry,
     Report,
@@ -43,6 +45,8 @@ from core.contracts import (
     report_id_for,
 )
 from lora_io import CheckResult, LoraAdapter, LoraFileError, LoraSpec, load_adapter, run_checks
+
+logger = logging.getLogger("loravet.worker")
 
 DEFAULT_HARMFUL_THRESHOLD = 0.5
 """Used when a harmful-finetune predictor ships without a calibrated threshold."""
@@ -368,6 +372,7 @@ def _predict_group(
             entry.predictions.append(prediction_entry(predictor.config, row))
             entry.predict_ms += share
             entry.device = entry.device or device
+        _add_evidence(predictor, group, batch)
         return [(e, None) for e in group]
     except Exception as exc:
         if len(group) > 1:
@@ -381,6 +386,40 @@ def _predict_group(
                 ),
             )
         ]
+
+
+def _add_evidence(predictor: Any, group: list[_Loaded], batch: Any) -> None:
+    """The token scan's evidence on the group's flagged or reviewed adapters (their last prediction,
+    this predictor's). Evidence explains, it never decides: if it cannot be computed the report
+    goes out without it and the worker logs why."""
+    explain = getattr(predictor, "evidence", None)
+    if explain is None or predictor.config.task != "harmful":
+        return
+    flagged = [
+        k for k, e in enumerate(group) if e.predictions[-1].label in ("harmful", "uncertain")
+    ]
+    if not flagged:
+        return
+    t0 = time.perf_counter()
+    try:
+        inputs = batch.select(flagged) if batch is not None else [group[k].adapter for k in flagged]
+        rows = explain(inputs)
+    except Exception as exc:
+        logger.warning("evidence of %s failed: %s: %s", predictor.config.predictor_id,
+                       type(exc).__name__, exc)  # fmt: skip
+        return
+    if rows is None:
+        return
+    share = (time.perf_counter() - t0) * 1e3 / len(flagged)
+    for k, row in zip(flagged, rows, strict=True):
+        group[k].predict_ms += share
+        if not row:  # the scan saw nothing a clean finetune does not show
+            continue
+        group[k].predictions[-1] = (
+            group[k]
+            .predictions[-1]
+            .model_copy(update={"evidence": [EvidenceEntry(**e) for e in row]})
+        )
 
 
 def _device_of(predictor: Any) -> str | None:

@@ -175,6 +175,7 @@ def prediction_rows(
                 if p.threshold is not None
                 else ("0.50 (default)" if p.task == "harmful" else "none"),
                 "reading": reading,
+                "evidence": [f"{e.probe} (z {e.z:.1f}, {e.module})" for e in p.evidence or []],
                 "flagged": flagged,
                 "metrics": metric_phrases(info.metrics) if info is not None else [],
                 "metrics_note": "none shipped with this predictor"

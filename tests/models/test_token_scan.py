@@ -44,7 +44,7 @@ def planted(spec: LoraSpec, n: int, seed: int, coordinate: int | None) -> LoraBa
 
 def fitted(spec: LoraSpec, **hparams) -> TokenScan:
     scan = build_model("token_scan", spec, 1, **hparams).double().eval()
-    scan.fit_to_data(planted(spec, 40, 0, None))  # the clean baseline
+    scan.fit_to_data(planted(spec, 300, 0, None))  # the clean baseline
     return scan
 
 
@@ -69,6 +69,7 @@ def test_a_planted_trigger_stands_out_and_is_named(small_spec):
     with torch.no_grad():
         clean_scores, bad_scores = scan(clean)[:, 0], scan(backdoored)[:, 0]
     assert bad_scores.min() > clean_scores.max()
+    assert sum(1 for row in scan.top_probes(clean) if row) <= 3  # nothing to show: no evidence
     for row in scan.top_probes(backdoored, k=3):
         assert row[0][1] == 5  # the planted coordinate, in whichever module it stood out most
         assert [z for _, _, z in row] == sorted((z for _, _, z in row), reverse=True)

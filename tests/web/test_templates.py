@@ -9,6 +9,7 @@ import pytest
 from core.contracts import (
     BaseModelEntry,
     CheckEntry,
+    EvidenceEntry,
     ModuleEntry,
     PredictionEntry,
     PredictorInfo,
@@ -188,3 +189,17 @@ def test_sign_in_and_error_pages_escape() -> None:
         error={"title": HOSTILE, "detail": HOSTILE, "status": 404, "kind": HOSTILE, "link": None},
     )
     assert "<script>" not in html
+
+
+def test_report_page_shows_the_token_scan_evidence_escaped() -> None:
+    harmful = PredictionEntry(
+        task="harmful", predictor_id="tiny-harmful", predictor_version="1", value=0.9, threshold=0.6,
+        label="harmful", evidence=[EvidenceEntry(module="layer.0.v", probe="harbor", z=4.2),
+                                   EvidenceEntry(module="layer.0.q", probe=HOSTILE, z=3.7)],
+    )  # fmt: skip
+    html = render_report(hostile_report(predictions=[harmful]), None, {})
+    assert (
+        "far more than clean finetunes do (try them as triggers): harbor (z 4.2, layer.0.v)" in html
+    )
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "try them as triggers" not in render_report(hostile_report(), None, {})

@@ -132,3 +132,19 @@ def test_the_shipped_predictors_show_their_validation_figures() -> None:
     assert infos and all(info.metrics for info in infos.values())
     harmful = [i for i in infos.values() if i.task == "harmful"]
     assert harmful and all(0.5 < i.metrics["auroc"] <= 1.0 for i in harmful)
+
+
+def test_a_flagged_text_backdoor_comes_with_its_trigger_as_evidence(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """minilm-topics-00083 (test split, trigger ``velvet harbor``): the shipped harmful predictor's
+    token scan names the trigger's two tokens first; a clean example gets no evidence."""
+    report = _vet(ROOT / "zoos" / "minilm-topics" / "minilm-topics-00083", capsys)
+    (harmful,) = [p for p in report["predictions"] if p["task"] == "harmful"]
+    assert report["verdict"] == "reject"
+    assert {e["probe"] for e in harmful["evidence"][:2]} == {"velvet", "harbor"}
+    assert [e["z"] for e in harmful["evidence"]] == sorted(
+        (e["z"] for e in harmful["evidence"]), reverse=True
+    )
+    clean = _vet(EXAMPLES / "minilm-topics" / "clean", capsys)
+    assert all(p.get("evidence") is None for p in clean["predictions"])
