@@ -26,6 +26,7 @@ GL(r)-invariant (``r_t`` depends on ``U V^T`` alone; ``U = QR`` turns it into on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
@@ -43,17 +44,23 @@ class TokenScanConfig:
     """``probe_source``: a name in ``models.probe_sources``; ``scan_modules``: module names to scan
     (empty: every module whose input width is the probes' width, all of them for coordinates);
     ``floor``: added to each probe's spread, so a probe on which clean finetunes agree closely
-    cannot turn a small deviation into a huge z."""
+    cannot turn a small deviation into a huge z; ``precision``: of the product with a probe table
+    when the adapters are float32 (float64 adapters are always scanned in float64): ``bfloat16``
+    runs about 5x faster on CPUs with AVX512-BF16 (and on GPUs) and moves a response by about
+    0.3% (its log by 0.003), against a spread of at least ``floor``."""
 
     probe_source: str = COORDINATES
     scan_modules: list[str] = field(default_factory=list)
     floor: float = 0.05
+    precision: Literal["bfloat16", "float32"] = "bfloat16"
 
     def __post_init__(self) -> None:
         check_source_name(self.probe_source)
         object.__setattr__(self, "scan_modules", [str(m) for m in self.scan_modules])
         if not self.floor > 0:
             raise ValueError(f"Invalid floor: {self.floor!r} (must be > 0)")
+        if self.precision not in ("bfloat16", "float32"):
+            raise ValueError(f"Invalid precision: {self.precision!r} (bfloat16 or float32)")
 
 
 class TokenScan(nn.Module):
@@ -100,6 +107,7 @@ class TokenScan(nn.Module):
         # the score 99% of the clean finetunes it was fitted on stay below: above it, the probes an
         # adapter stands out on are evidence; below it, they are what any clean finetune shows
         self.register_buffer("clean_high", torch.full((1,), float("inf")))
+        self._low: torch.Tensor | None = None  # the bfloat16 probe table, made on first use
         if probes is not None:  # from the base model's package, never stored in the checkpoint
             self.register_buffer("probes", probes.clone(), persistent=False)  # (V, d)
             gram = probes.double().T @ probes.double() / probes.shape[0]  # (d, d)
@@ -113,30 +121,51 @@ class TokenScan(nn.Module):
         """Per scanned module, ``l`` (B, V): 0.5 log(r_t^2 / mean_t r_t^2) for every probe t."""
         check_spec(self.spec, batch)
         out = []
+        ranks = batch.ranks  # (B, L)
         for i in self.module_index:
             U, V = batch.module(i)  # (B, n, r), (B, d, r)
+            r = max(int(ranks[:, i].max()), 1)  # columns past every declared rank are zero padding
+            U, V = U[..., :r], V[..., :r]
             R = torch.linalg.qr(U, mode="r").R  # (B, k, r), k = min(n, r): ||U v|| = ||R v||
-            W = V @ R.mT  # (B, d, k): r_t = ||W^T x_t||
+            W = V @ R.mT  # (B, d, k): r_t = ||W^T x_t||, W fixed up to W -> W O (O orthogonal)
+            # principal axes: W E with E the eigenvectors of W^T W is the same matrix for every
+            # factorisation of the delta (up to column signs, which rounding and squares ignore),
+            # so the bfloat16 product rounds the same numbers and GL(r) invariance holds to float32
+            # rounding, not to bfloat16's
+            W = W @ torch.linalg.eigh(W.mT @ W).eigenvectors
             if self.probes is None or self.gram is None:  # e_1..e_d: r_t is the norm of W's row t
                 energy = W.square().sum(-1)  # (B, d)
                 mean = energy.mean(-1)  # (B,)
             else:
-                energy = self._energy(self.probes.to(W.dtype), W)  # (B, V)
-                mean = (W * (self.gram.to(W.dtype) @ W)).sum((1, 2))  # (B,) = mean_t r_t^2
+                energy, mean = self._energy(W, self.gram)  # (B, V), (B,)
             tiny = torch.finfo(W.dtype).tiny
             out.append(0.5 * (energy.clamp_min(tiny).log() - mean.clamp_min(tiny).log()[:, None]))
         return out
 
-    @staticmethod
-    def _energy(X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-        """X (V, d), W (B, d, k) -> (B, V): ``r_t^2`` for every probe, one GEMM per chunk of
-        adapters."""
-        parts = []
+    def _energy(self, W: torch.Tensor, gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """W (B, d, k) -> ``r_t^2`` for every probe (B, V) and its mean over probes (B,), in
+        closed form ``tr(W^T C W)``. One GEMM per chunk of adapters, laid out (b k, V) so that the
+        sum over k runs along contiguous rows."""
+        XT = self._table_t(W)  # (d, V)
+        energies, means = [], []
         for w in W.split(CHUNK):
             b, d, k = w.shape
-            P = X @ w.permute(1, 0, 2).reshape(d, b * k)  # (V, b k)
-            parts.append(P.square().view(-1, b, k).sum(-1).T)  # (b, V)
-        return torch.cat(parts)
+            flat = w.mT.reshape(b * k, d)  # (b k, d)
+            P = (flat.to(XT.dtype) @ XT).to(W.dtype)  # (b k, V)
+            energies.append(P.square_().view(b, k, -1).sum(1))  # (b, V)
+            means.append(((flat @ gram.to(W.dtype)) * flat).sum(-1).view(b, k).sum(1))  # (b,)
+        return torch.cat(energies), torch.cat(means)
+
+    def _table_t(self, W: torch.Tensor) -> torch.Tensor:
+        """The probe table, transposed (d, V), in the dtype the product runs in: the bfloat16 copy
+        is made once per device and is not a buffer, so ``.to(dtype)`` of the model never converts
+        30k x 384 floats on every call."""
+        assert self.probes is not None
+        if W.dtype != torch.float32 or self.config.precision == "float32":
+            return self.probes.to(W.dtype).T
+        if self._low is None or self._low.device != W.device:
+            self._low = self.probes.to(W.device, torch.bfloat16).T.contiguous()
+        return self._low
 
     def standardised(self, batch: LoraBatch) -> list[torch.Tensor]:
         """Per scanned module, z (B, V) against the fitted clean baseline."""

@@ -143,3 +143,23 @@ def test_a_checkpoint_carries_the_baseline_not_the_probes(tmp_path):
     batch = random_lora_batch(MINILM_SPEC, 3, 4, seed=1)
     with torch.no_grad():
         assert torch.equal(scan(batch), loaded.model(batch))
+
+
+def test_the_bfloat16_product_keeps_gl_invariance_and_stays_near_float32():
+    """float32 adapters are scanned with a bfloat16 product against the vocabulary; the principal
+    axes taken first keep the GL(r) symmetry to float32 rounding, and the scores move little."""
+    fit, batch = (
+        random_lora_batch(MINILM_SPEC, 24, 4, seed=0),
+        random_lora_batch(MINILM_SPEC, 4, 4, seed=1),
+    )
+    scores = {}
+    for precision in ("bfloat16", "float32"):
+        scan = build_model(
+            "token_scan", MINILM_SPEC, 1, probe_source=MINILM, precision=precision
+        ).eval()
+        scan.fit_to_data(fit)
+        for seed in range(2):
+            assert gl_invariance_error(scan, batch, seed=seed) < 1e-4
+        with torch.no_grad():
+            scores[precision] = scan(batch)
+    assert (scores["bfloat16"] - scores["float32"]).abs().max() < 0.1  # z units
