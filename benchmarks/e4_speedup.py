@@ -30,6 +30,7 @@ from models.file_batches import read_batches
 from models.gl_net import GLNet
 from models.lora_batch import LoraBatch
 from models.registry import PredictorRegistry
+from models.token_scan import TokenScan
 from training.zoo_dataset import Zoo, adapter_paths
 
 BATCH_SIZES = (1, 16, 64)
@@ -38,11 +39,12 @@ BATCH_SIZES = (1, 16, 64)
 def _predictor(
     spec: Any, hparams: dict[str, Any] | None
 ) -> tuple[str, Callable[[LoraBatch], Any], torch.nn.Module]:
-    """The shipped harmful-finetune predictor for this spec, else an untrained GL-net (same cost)."""
+    """The shipped harmful-finetune predictor for this spec (whatever its model: a GL-net seed
+    ensemble, or GL-net seeds beside a token scan), else an untrained GL-net."""
     shipped = [
         p
         for p in PredictorRegistry.from_directory(SHIPPED_PREDICTORS).for_spec(spec)
-        if p.config.task == "harmful" and p.config.model_name in ("gl_net", "gl_net_ensemble")
+        if p.config.task == "harmful"
     ]
     if shipped:
         c = shipped[0].config
@@ -61,9 +63,16 @@ def _predictor(
 
 
 def _forward_flops(model: torch.nn.Module, spec: Any, rank: int) -> float:
-    """FLOPs per LoRA of the predictor's forward at ``rank`` (every member of an ensemble)."""
+    """FLOPs per LoRA of the predictor's forward at ``rank``: every GL-net member, and a token
+    scan's product of the probe table with each scanned module's factors (it runs in bfloat16,
+    counted here as if at the float32 peak, so with a scan the floor is on the high side)."""
     members = [m for m in model.modules() if isinstance(m, GLNet)]
-    return sum(gl_net_cost(spec, m.config, rank, 1)["flops"] for m in members)
+    flops = sum(gl_net_cost(spec, m.config, rank, 1)["flops"] for m in members)
+    for scan in (m for m in model.modules() if isinstance(m, TokenScan)):
+        if scan.probes is not None:
+            n_probes, width = scan.probes.shape
+            flops += len(scan.module_index) * 2 * rank * width * (n_probes + width)
+    return float(flops)
 
 
 def run(zoo_dir: str, n: int = 192, hparams: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -125,5 +134,5 @@ def run(zoo_dir: str, n: int = 192, hparams: dict[str, Any] | None = None) -> di
         "note": "standard evaluation = the zoo's recorded eval_seconds (held-out clean + triggered inputs, 1 CPU thread); "
         "GL-net = read the files, validate and pack them (read_batches), forward once per layout (1 CPU thread), per LoRA at batch 1, 16 and 64; "
         "the headline is the best batch size. Floor = file bytes / read bandwidth + forward FLOPs / peak GEMM rate, "
-        "both measured in this run.",
+        "both measured in this run (a token scan's bfloat16 product counted at the float32 peak).",
     }
