@@ -31,12 +31,19 @@ from models.synthetic_loras import random_lora_batch
 
 
 def measure_peaks(gemm_n: int, read_mib: int, tries: int) -> dict[str, float]:
-    """Best GEMM rate (FLOP/s) and read bandwidth (bytes/s) at the current torch thread count."""
+    """Best GEMM rate (FLOP/s; float32, and bfloat16 for the token scan's product) and read
+    bandwidth (bytes/s) at the current torch thread count."""
     a, b = torch.randn(gemm_n, gemm_n), torch.randn(gemm_n, gemm_n)
+    a16, b16 = a.to(torch.bfloat16), b.to(torch.bfloat16)
     buffer = torch.randn(read_mib * 2**20 // 4)
     gemm_s = min(median_time(lambda: a @ b, 3) for _ in range(tries))
+    gemm16_s = min(median_time(lambda: a16 @ b16, 3) for _ in range(tries))
     read_s = min(median_time(buffer.sum, 3) for _ in range(tries))
-    return {"peak_flops": 2 * gemm_n**3 / gemm_s, "read_bytes_per_s": buffer.numel() * 4 / read_s}
+    return {
+        "peak_flops": 2 * gemm_n**3 / gemm_s,
+        "peak_flops_bf16": 2 * gemm_n**3 / gemm16_s,
+        "read_bytes_per_s": buffer.numel() * 4 / read_s,
+    }
 
 
 def gl_net_cost(spec: LoraSpec, config: GLNetConfig, rank: int, batch: int) -> dict[str, float]:

@@ -187,7 +187,7 @@ def e4_table(results: list[dict[str, Any]]) -> list[str]:
         "Per LoRA, 1 CPU thread: read + validate the file, pack, predict with the shipped harmful "
         "predictor (or an untrained GL-net where none ships). Floor = file bytes / read bandwidth + "
         "forward FLOPs / peak GEMM rate, measured in the same run (a token scan's bfloat16 product "
-        "counted at the float32 peak).",
+        "at the bfloat16 peak).",
         "",
         "| zoo | predictor | standard eval (s) | batch 1 | batch 16 | batch 64 | speed-up (best) | floor (speed-up at floor) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",

@@ -25,6 +25,7 @@ GL(r)-invariant (``r_t`` depends on ``U V^T`` alone; ``U = QR`` turns it into on
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -36,7 +37,9 @@ from models.lora_batch import LoraBatch, check_spec
 from models.probe_sources import COORDINATES, check_source_name, load_probes
 
 CHUNK = 64
-"""Adapters per GEMM against the probe table: bounds the (V, chunk * r) response matrix."""
+"""Adapters per pass over the probe table."""
+TILE = 2048
+"""Probes per GEMM: the (chunk * r, tile) response block stays in cache while it is reduced."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ class TokenScan(nn.Module):
         # the score 99% of the clean finetunes it was fitted on stay below: above it, the probes an
         # adapter stands out on are evidence; below it, they are what any clean finetune shows
         self.register_buffer("clean_high", torch.full((1,), float("inf")))
-        self._low: torch.Tensor | None = None  # the bfloat16 probe table, made on first use
+        self._low: list[torch.Tensor] = []  # the probe table as the product reads it (``_tiles``)
         if probes is not None:  # from the base model's package, never stored in the checkpoint
             self.register_buffer("probes", probes.clone(), persistent=False)  # (V, d)
             gram = probes.double().T @ probes.double() / probes.shape[0]  # (d, d)
@@ -120,7 +123,7 @@ class TokenScan(nn.Module):
     def relative_responses(self, batch: LoraBatch) -> list[torch.Tensor]:
         """Per scanned module, ``l`` (B, V): 0.5 log(r_t^2 / mean_t r_t^2) for every probe t."""
         check_spec(self.spec, batch)
-        out = []
+        Ws = []
         ranks = batch.ranks  # (B, L)
         for i in self.module_index:
             U, V = batch.module(i)  # (B, n, r), (B, d, r)
@@ -132,39 +135,66 @@ class TokenScan(nn.Module):
             # factorisation of the delta (up to column signs, which rounding and squares ignore),
             # so the bfloat16 product rounds the same numbers and GL(r) invariance holds to float32
             # rounding, not to bfloat16's
-            W = W @ torch.linalg.eigh(W.mT @ W).eigenvectors
-            if self.probes is None or self.gram is None:  # e_1..e_d: r_t is the norm of W's row t
-                energy = W.square().sum(-1)  # (B, d)
-                mean = energy.mean(-1)  # (B,)
-            else:
-                energy, mean = self._energy(W, self.gram)  # (B, V), (B,)
-            tiny = torch.finfo(W.dtype).tiny
-            out.append(0.5 * (energy.clamp_min(tiny).log() - mean.clamp_min(tiny).log()[:, None]))
-        return out
+            Ws.append(W @ torch.linalg.eigh(W.mT @ W).eigenvectors)
+        if self.probes is None or self.gram is None:  # e_1..e_d: r_t is the norm of W's row t
+            energies = [W.square().sum(-1) for W in Ws]  # each (B, d)
+            means = [e.mean(-1) for e in energies]  # each (B,)
+        else:
+            energies, means = self._energies(Ws, self.gram)
+        tiny = torch.finfo(Ws[0].dtype).tiny
+        return [
+            0.5 * (e.clamp_min(tiny).log() - m.clamp_min(tiny).log()[:, None])
+            for e, m in zip(energies, means, strict=True)
+        ]
 
-    def _energy(self, W: torch.Tensor, gram: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """W (B, d, k) -> ``r_t^2`` for every probe (B, V) and its mean over probes (B,), in
-        closed form ``tr(W^T C W)``. One GEMM per chunk of adapters, laid out (b k, V) so that the
-        sum over k runs along contiguous rows."""
-        XT = self._table_t(W)  # (d, V)
-        energies, means = [], []
-        for w in W.split(CHUNK):
-            b, d, k = w.shape
-            flat = w.mT.reshape(b * k, d)  # (b k, d)
-            P = (flat.to(XT.dtype) @ XT).to(W.dtype)  # (b k, V)
-            energies.append(P.square_().view(b, k, -1).sum(1))  # (b, V)
-            means.append(((flat @ gram.to(W.dtype)) * flat).sum(-1).view(b, k).sum(1))  # (b,)
-        return torch.cat(energies), torch.cat(means)
+    def _energies(
+        self, Ws: list[torch.Tensor], gram: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Per module, W (B, d, k_m) -> ``r_t^2`` for every probe (B, V) and its mean over probes
+        (B,), in closed form ``tr(W^T C W)``. All scanned modules share each pass over the probe
+        table (read once, not once per module), tile by tile, so that the (rows, tile) product is
+        reduced over k while it is still in cache."""
+        dtype = Ws[0].dtype
+        tiles = self._tiles(Ws[0])  # each (d, tile), contiguous
+        C = gram.to(dtype)
+        energies: list[list[torch.Tensor]] = [[] for _ in Ws]
+        means: list[list[torch.Tensor]] = [[] for _ in Ws]
+        n_probes = sum(t.shape[1] for t in tiles)
+        for start in range(0, Ws[0].shape[0], CHUNK):
+            flats = [W[start : start + CHUNK].mT.flatten(0, 1) for W in Ws]  # each (b k_m, d)
+            rows = torch.cat(flats).to(tiles[0].dtype)  # (sum b k_m, d)
+            bounds = [0, *itertools.accumulate(f.shape[0] for f in flats)]
+            chunk = [torch.empty(f.shape[0] // Ws[m].shape[-1], n_probes, dtype=dtype)
+                     for m, f in enumerate(flats)]  # fmt: skip
+            t = 0
+            for tile in tiles:
+                P = (rows @ tile).to(dtype).square_()  # (sum b k_m, tile)
+                for m, out in enumerate(chunk):
+                    part = P[bounds[m] : bounds[m + 1]]
+                    out[:, t : t + tile.shape[1]] = part.view(out.shape[0], -1, tile.shape[1]).sum(
+                        1
+                    )
+                t += tile.shape[1]
+            for m, flat in enumerate(flats):
+                energies[m].append(chunk[m])  # (b, V)
+                b, k = chunk[m].shape[0], Ws[m].shape[-1]
+                means[m].append(((flat @ C) * flat).sum(-1).view(b, k).sum(1))  # (b,)
+        return [torch.cat(e) for e in energies], [torch.cat(m) for m in means]
 
-    def _table_t(self, W: torch.Tensor) -> torch.Tensor:
-        """The probe table, transposed (d, V), in the dtype the product runs in: the bfloat16 copy
-        is made once per device and is not a buffer, so ``.to(dtype)`` of the model never converts
-        30k x 384 floats on every call."""
+    def _tiles(self, W: torch.Tensor) -> list[torch.Tensor]:
+        """The probe table, transposed and cut into contiguous (d, TILE) blocks, in the dtype the
+        product runs in. Made once per device and dtype and kept outside the buffers, so neither
+        ``.to(dtype)`` of the model nor a call ever converts 30k x 384 floats again."""
         assert self.probes is not None
-        if W.dtype != torch.float32 or self.config.precision == "float32":
-            return self.probes.to(W.dtype).T
-        if self._low is None or self._low.device != W.device:
-            self._low = self.probes.to(W.device, torch.bfloat16).T.contiguous()
+        dtype = (
+            W.dtype
+            if W.dtype != torch.float32 or self.config.precision == "float32"
+            else (torch.bfloat16)
+        )
+        first = self._low[0] if self._low else None
+        if first is None or first.device != W.device or first.dtype != dtype:
+            XT = self.probes.to(W.device, dtype).T  # (d, V)
+            self._low = [XT[:, t : t + TILE].contiguous() for t in range(0, XT.shape[1], TILE)]
         return self._low
 
     def standardised(self, batch: LoraBatch) -> list[torch.Tensor]:
