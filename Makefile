@@ -63,26 +63,23 @@ predictors-digits: install ## train the shipped digits predictors (harmful: thre
 	$(BIN)/loravet calibrate predictors/digits-quality-gl_net --zoo zoos/digits
 
 # the shipped predictors of one zoo $(1): harmful = GL-net seeds 0-2 ensembled, beside a token scan
-# with hyperparameters $(2) where given (fitted on the clean train LoRAs; a family ensemble, equal
-# weights); quality = a GL-net membership model read through the task (loravet via-task); both
-# calibrated on the val split.
+# when $(2) is given (its settings from the E1 spec; fitted on the clean train LoRAs; a family
+# ensemble, equal weights); quality = a GL-net membership model read through the task (loravet
+# via-task); both calibrated on the val split.
 # The four fits run two at a time, a process per core (each trains on one torch thread).
 HARMFUL_FIT = $(BIN)/loravet train --zoo zoos/$(1) --task harmful $(GL_SETTINGS) --seed $(2) --out var/predictors/$(1)-harmful-s$(2)
 define ensemble_predictors
 	$(call HARMFUL_FIT,$(1),0) & fit=$$!; $(call HARMFUL_FIT,$(1),1); here=$$?; wait $$fit && [ $$here = 0 ]
 	$(call HARMFUL_FIT,$(1),2) & fit=$$!; $(BIN)/loravet train --zoo zoos/$(1) --task membership $(GL_SETTINGS) --out var/predictors/$(1)-membership-s0; here=$$?; wait $$fit && [ $$here = 0 ]
-	$(if $(2),$(BIN)/loravet train --zoo zoos/$(1) --task harmful --model token_scan --epochs 1 --hparams '$(2)' --out var/predictors/$(1)-harmful-scan)
+	$(if $(2),$(BIN)/loravet train --zoo zoos/$(1) --task harmful --model token_scan --settings benchmarks/experiments/e1_models_tasks.json --out var/predictors/$(1)-harmful-scan)
 	$(BIN)/loravet ensemble $(foreach s,0 1 2,var/predictors/$(1)-harmful-s$(s)) $(if $(2),var/predictors/$(1)-harmful-scan) --zoo zoos/$(1) --predictor-id $(1)-harmful-gl_net --out predictors/$(1)-harmful-gl_net
 	$(BIN)/loravet via-task var/predictors/$(1)-membership-s0 --zoo zoos/$(1) --out predictors/$(1)-quality-gl_net
 	$(BIN)/loravet calibrate predictors/$(1)-harmful-gl_net --zoo zoos/$(1)
 	$(BIN)/loravet calibrate predictors/$(1)-quality-gl_net --zoo zoos/$(1)
 endef
 
-# the minilm token scan: the base's WordPiece embeddings through layer 0's query and value deltas
-MINILM_SCAN := {"probe_source": "all-MiniLM-L6-v2/word_embeddings", "scan_modules": ["encoder.layer.0.attention.self.query", "encoder.layer.0.attention.self.value"]}
-
-predictors-minilm: install ## train the shipped minilm-topics predictors (harmful: GL-net seeds + token scan; quality via the task; calibrated)
-	$(call ensemble_predictors,minilm-topics,$(MINILM_SCAN))
+predictors-minilm: install ## train the shipped minilm-topics predictors (harmful: GL-net seeds + the token scan of its vocabulary; quality via the task; calibrated)
+	$(call ensemble_predictors,minilm-topics,with-token-scan)
 
 predictors-causal-lm: install ## train the shipped causal-lm (SmolLM2-135M) predictors, the same way as minilm's
 	$(call ensemble_predictors,causal-lm)

@@ -203,6 +203,8 @@ def model_cells(
             continue
         for task in spec["tasks"]:
             for model in run_models(spec):
+                if task not in spec["models"][model].get("tasks", spec["tasks"]):
+                    continue  # a model that scores only some tasks (token_scan: harmful)
                 # E5 trains each model on another task (membership) than the one it reports
                 settings = cell_settings(
                     spec["models"][model], zoo_name, spec.get("stage1_task", task)

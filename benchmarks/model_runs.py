@@ -15,7 +15,7 @@ import torch
 from models.quality_via_task import RIDGE_ALPHAS, fit_ridge, task_features
 from training import metrics
 from training.train_loop import TrainConfig, fit, predict_raw, task_metrics, to_user_units
-from training.zoo_dataset import Task, Zoo, load_task, quality_label
+from training.zoo_dataset import Task, TaskData, Zoo, load_task, quality_label
 from zoo.zoo_manifest import write_json_atomic
 
 
@@ -71,6 +71,18 @@ def summarise(per_seed: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     return {k: mean_std([s[k] for s in per_seed]) for k in keys}
 
 
+def clean_part(data: TaskData) -> TaskData:
+    """The clean finetunes of a harmful-task split."""
+    keep = np.flatnonzero(data.y[:, 0] == 0)
+    return TaskData([data.ids[k] for k in keep], data.batch.select(keep.tolist()), data.y[keep])
+
+
+def fitting_set(train: TaskData, model: str, spec: dict[str, Any]) -> TaskData:
+    """What a model is fitted on: the train split, or its clean part for a model whose spec entry
+    says ``"fit_on": "clean"`` (the token scan's baseline of clean finetunes)."""
+    return clean_part(train) if spec["models"][model].get("fit_on") == "clean" else train
+
+
 def run_e1_cell(
     zoo_dir: str, task: Task, model: str, spec: dict[str, Any], progress: SeedProgress | None = None
 ) -> dict[str, Any]:
@@ -80,6 +92,7 @@ def run_e1_cell(
     train = load_task(zoo, "train", task)
     val = load_task(zoo, "val", task, spec=train.batch.spec)
     test = load_task(zoo, "test", task, spec=train.batch.spec)
+    train = fitting_set(train, model, spec)
 
     def one_seed(seed: int) -> dict[str, float]:
         result = fit(_config(task, model, seed, spec), train, val)
@@ -107,6 +120,7 @@ def run_e2_cell(
     zoo = Zoo.open(zoo_dir)
     train = load_task(zoo, spec["train_split"], task)
     val = load_task(zoo, spec["val_split"], task, spec=train.batch.spec)
+    train = fitting_set(train, model, spec)
     tests = {}
     for r in spec["test_ranks"]:
         name = f"rank_generalisation/test/{r}"

@@ -8,7 +8,8 @@ from typing import Any
 
 from benchmarks.roofline_report import roofline_plot, roofline_table
 
-MODELS = ("gl_net", "mlp", "mlp_dense", "mlp_svd", "mlp_oalign", "transformer", "norm_stats", "w2t")
+MODELS = ("gl_net", "mlp", "mlp_dense", "mlp_svd", "mlp_oalign", "transformer", "norm_stats", "w2t",
+          "token_scan")  # fmt: skip
 HEADLINE = {
     "quality": ("r2", "R^2"),
     "harmful": ("auroc", "AUROC"),

@@ -33,7 +33,7 @@ import torch
 
 from benchmarks.bench_cli import EXPERIMENTS, cell_settings, cell_spec_of, load_spec
 from benchmarks.e7_held_out_triggers import held_out_splits, trigger_of
-from benchmarks.model_runs import _config
+from benchmarks.model_runs import _config, clean_part
 from core.cli_support import fail
 from core.provenance import provenance
 from loravet import SHIPPED_PREDICTORS
@@ -43,7 +43,7 @@ from models.predictor import load_predictor
 from models.token_scan import TokenScan
 from training.metrics import auroc, tpr_at_fpr
 from training.train_loop import fit, predict_raw
-from training.zoo_dataset import TaskData, Zoo, load_task
+from training.zoo_dataset import Zoo, load_task
 from zoo.zoo_manifest import zoo_digests
 
 RESULTS = Path(__file__).resolve().parent / "results" / "token_scan"
@@ -118,11 +118,6 @@ def evidence_on_test(
         "shown_harmful": shown["harmful"],
         "first_token_is_trigger": first_is_trigger,
     }
-
-
-def clean_part(data: TaskData) -> TaskData:
-    keep = np.flatnonzero(data.y[:, 0] == 0)
-    return TaskData([data.ids[k] for k in keep], data.batch.select(keep.tolist()), data.y[keep])
 
 
 def held_out(zoo: Zoo, scan_hparams: dict[str, Any], runs: Path) -> dict[str, Any]:
