@@ -6,7 +6,7 @@ token-embedding table through one module's delta, ``r_t = ||U V^T x_t||``, and a
 the adapter amplifies far more than clean finetunes do, names the trigger for most minilm-topics
 backdoors (``velvet``/``harbor``, ``oyster``, ``tq``, ``mn`` top the list of their LoRAs) without
 running the finetune and without having seen that trigger: the baseline it compares against comes
-from clean finetunes only. On its own it is a weak detector (validation AUROC 0.81); beside
+from clean finetunes only. On its own it is a modest detector (validation AUROC 0.86); beside
 GL-net, whose errors it does not share, it lifts the harmful ensemble (``docs/research.md``).
 
 Per scanned module, with ``m`` the adapter's mean response energy over all probes (closed form:
@@ -15,7 +15,8 @@ Per scanned module, with ``m`` the adapter's mean response energy over all probe
     l_t = 0.5 * log(r_t^2 / m)                  scale-free: how much token t stands out
     z_t = (l_t - center_t) / spread_t           center/spread: mean and std + floor of l_t over
                                                 the clean finetunes it was fitted on
-    score = max over scanned modules and tokens of z_t        (B, 1)
+    score = max over tokens of sum_m z_t,m / sqrt(M)          (B, 1)
+            (M modules reading the same tokens; ``combine="max"``: max over modules instead)
 
 GL(r)-invariant (``r_t`` depends on ``U V^T`` alone; ``U = QR`` turns it into one GEMM against
 ``V R^T``), and invariant to the delta's overall scale by construction. Probes come from
@@ -50,12 +51,16 @@ class TokenScanConfig:
     cannot turn a small deviation into a huge z; ``precision``: of the product with a probe table
     when the adapters are float32 (float64 adapters are always scanned in float64): ``bfloat16``
     runs about 5x faster on CPUs with AVX512-BF16 (and on GPUs) and moves a response by about
-    0.3% (its log by 0.003), against a spread of at least ``floor``."""
+    0.3% (its log by 0.003), against a spread of at least ``floor``; ``combine``: how the scanned
+    modules' z meet: ``sum`` (a token that stands out in query and value at once counts more than
+    one that stands out in one: validation AUROC 0.861 against 0.810 for ``max`` on minilm-topics)
+    or ``max``."""
 
     probe_source: str = COORDINATES
     scan_modules: list[str] = field(default_factory=list)
     floor: float = 0.05
     precision: Literal["bfloat16", "float32"] = "bfloat16"
+    combine: Literal["sum", "max"] = "sum"
 
     def __post_init__(self) -> None:
         check_source_name(self.probe_source)
@@ -64,6 +69,8 @@ class TokenScanConfig:
             raise ValueError(f"Invalid floor: {self.floor!r} (must be > 0)")
         if self.precision not in ("bfloat16", "float32"):
             raise ValueError(f"Invalid precision: {self.precision!r} (bfloat16 or float32)")
+        if self.combine not in ("sum", "max"):
+            raise ValueError(f"Invalid combine: {self.combine!r} (sum or max)")
 
 
 class TokenScan(nn.Module):
@@ -204,8 +211,25 @@ class TokenScan(nn.Module):
             for k, rel in enumerate(self.relative_responses(batch))
         ]
 
+    def combined(self, batch: LoraBatch) -> list[tuple[str, torch.Tensor]]:
+        """Per group of scanned modules, (their names joined by ``+``, z (B, V)): with ``combine``
+        ``sum``, the modules that read the same probes form one group and a probe's z is their
+        sum over sqrt(group size) (one module's z and the sum on one scale); with ``max``, every
+        module is its own group."""
+        names = [self.spec.modules[i].name for i in self.module_index]
+        z = self.standardised(batch)
+        if self.config.combine == "max":
+            return list(zip(names, z, strict=True))
+        groups: dict[int, list[int]] = {}
+        for m, s in enumerate(z):
+            groups.setdefault(int(s.shape[1]), []).append(m)
+        return [
+            ("+".join(names[m] for m in ms), torch.stack([z[m] for m in ms]).sum(0) / len(ms) ** 0.5)
+            for ms in groups.values()
+        ]
+
     def forward(self, batch: LoraBatch) -> torch.Tensor:
-        z = torch.stack([s.amax(dim=-1) for s in self.standardised(batch)], dim=-1)  # (B, M)
+        z = torch.stack([s.amax(dim=-1) for _, s in self.combined(batch)], dim=-1)  # (B, groups)
         return z.amax(dim=-1, keepdim=True)  # (B, 1)
 
     @torch.no_grad()
@@ -225,19 +249,18 @@ class TokenScan(nn.Module):
 
     @torch.no_grad()
     def top_probes(self, batch: LoraBatch, k: int = 5) -> list[list[tuple[str, int, float]]]:
-        """Per adapter whose score reaches ``clean_high``, the ``k`` (module name, probe index, z) it
+        """Per adapter whose score reaches ``clean_high``, the ``k`` (modules, probe index, z) it
         stands out on most, highest first (for a text backdoor, usually its trigger's tokens); an
         empty list for the others, whose top probes are no more than a clean finetune shows."""
-        names = [self.spec.modules[i].name for i in self.module_index]
-        z = self.standardised(batch)  # M x (B, V)
-        score = torch.stack([s.amax(dim=-1) for s in z], dim=-1).amax(dim=-1)  # (B,)
+        groups = self.combined(batch)  # (names, z (B, V)) per group
+        score = torch.stack([s.amax(dim=-1) for _, s in groups], dim=-1).amax(dim=-1)  # (B,)
         out: list[list[tuple[str, int, float]]] = []
         for b in range(batch.batch_size):
             if score[b] < self.clean_high[0]:
                 out.append([])
                 continue
             best = []
-            for name, s in zip(names, z, strict=True):
+            for name, s in groups:
                 values, index = s[b].topk(min(k, s.shape[1]))
                 best += [(name, int(i), float(v)) for v, i in zip(values, index, strict=True)]
             out.append(sorted(best, key=lambda x: -x[2])[:k])

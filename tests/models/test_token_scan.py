@@ -163,3 +163,28 @@ def test_the_bfloat16_product_keeps_gl_invariance_and_stays_near_float32():
         with torch.no_grad():
             scores[precision] = scan(batch)
     assert (scores["bfloat16"] - scores["float32"]).abs().max() < 0.1  # z units
+
+
+def test_modules_reading_the_same_tokens_are_summed_per_token():
+    """combine="sum": a token's z over the scanned modules, summed over sqrt(M); "max": the largest
+    single-module z. Evidence names the group it came from."""
+    two = ["encoder.layer.0.attention.self.query", "encoder.layer.0.attention.self.value"]
+    fit, batch = (
+        random_lora_batch(MINILM_SPEC, 24, 4, seed=0),
+        random_lora_batch(MINILM_SPEC, 3, 4, seed=2),
+    )
+    for combine in ("sum", "max"):
+        scan = build_model("token_scan", MINILM_SPEC, 1, probe_source=MINILM, scan_modules=two,
+                           combine=combine).eval()  # fmt: skip
+        scan.fit_to_data(fit)
+        with torch.no_grad():
+            zq, zv = scan.standardised(batch)
+            want = (
+                ((zq + zv) / 2**0.5).amax(-1)
+                if combine == "sum"
+                else torch.maximum(zq.amax(-1), zv.amax(-1))
+            )
+            torch.testing.assert_close(scan(batch)[:, 0], want)
+        scan.clean_high.fill_(-1e9)  # show evidence for every adapter
+        modules = {m for row in scan.top_probes(batch) for m, _, _ in row}
+        assert modules == ({"+".join(two)} if combine == "sum" else set(two))

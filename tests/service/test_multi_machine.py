@@ -62,8 +62,7 @@ def test_api_and_two_workers_share_only_redis_and_the_bucket(tmp_path: Path) -> 
         "digits clean (PEFT)": (*_example("digits", "clean"), "peft", "accept"),
         # rejected by the three-seed digits predictor (tests/workers/test_shipped_predictors.py)
         "digits backdoored (PEFT)": (*_example("digits", "backdoored"), "peft", "reject"),
-        # at the edge of the minilm review band (tests/workers/test_shipped_predictors.py)
-        "minilm clean (PEFT)": (*_example("minilm-topics", "clean"), "peft", "review"),
+        "minilm clean (PEFT)": (*_example("minilm-topics", "clean"), "peft", "accept"),
         "SmolLM2 clean (PEFT)": (*_example("causal-lm", "clean"), "peft", "accept"),
         "SmolLM2 backdoored (PEFT)": (*_example("causal-lm", "backdoored"), "peft", "reject"),
         "encoder, no config (PEFT)": (peft_adapter(9), None, "peft", "review"),
