@@ -224,7 +224,10 @@ class TokenScan(nn.Module):
         for m, s in enumerate(z):
             groups.setdefault(int(s.shape[1]), []).append(m)
         return [
-            ("+".join(names[m] for m in ms), torch.stack([z[m] for m in ms]).sum(0) / len(ms) ** 0.5)
+            (
+                "+".join(names[m] for m in ms),
+                torch.stack([z[m] for m in ms]).sum(0) / len(ms) ** 0.5,
+            )
             for ms in groups.values()
         ]
 
