@@ -173,12 +173,11 @@ class Predictor:
             )
         return raw.numpy()
 
-    @torch.inference_mode()
     def token_scan(self) -> TokenScan | None:
         """The token scan in this predictor's model (the model itself or an ensemble member)."""
         return next((m for m in self.model.modules() if isinstance(m, TokenScan)), None)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def evidence(
         self, adapters: Sequence[LoraAdapter] | LoraBatch, k: int = 5
     ) -> list[list[dict[str, Any]]] | None:
@@ -203,6 +202,7 @@ class Predictor:
             for row in scan.top_probes(batch, k)
         ]
 
+    @torch.inference_mode()
     def predict(
         self, adapters: Sequence[LoraAdapter] | LoraBatch, *, batch_size: int = PREDICT_BATCH_SIZE
     ) -> np.ndarray:

@@ -74,7 +74,8 @@ class TokenScanConfig:
 
 
 class TokenScan(nn.Module):
-    """Max over scanned modules and probes of the standardised relative response: (B, 1)."""
+    """The largest standardised relative response over probes, the scanned modules' z combined
+    per probe as ``combine`` says: (B, 1)."""
 
     probes: torch.Tensor | None  # buffer (V, d) from the probe source; None for coordinates
     gram: torch.Tensor | None  # buffer (d, d): X^T X / V
@@ -117,9 +118,10 @@ class TokenScan(nn.Module):
         # the score 99% of the clean finetunes it was fitted on stay below: above it, the probes an
         # adapter stands out on are evidence; below it, they are what any clean finetune shows
         self.register_buffer("clean_high", torch.full((1,), float("inf")))
-        self._low: list[torch.Tensor] = []  # the probe table as the product reads it (``_tiles``)
+        self._tiled: list[torch.Tensor] = []  # the probe table as the product reads it (``_tiles``)
         if probes is not None:  # from the base model's package, never stored in the checkpoint
-            self.register_buffer("probes", probes.clone(), persistent=False)  # (V, d)
+            # (V, d), shared read-only with ``load_probes``' cache: one copy per process
+            self.register_buffer("probes", probes, persistent=False)
             gram = probes.double().T @ probes.double() / probes.shape[0]  # (d, d)
             self.register_buffer("gram", gram.to(probes.dtype), persistent=False)
         else:
@@ -198,11 +200,11 @@ class TokenScan(nn.Module):
             if W.dtype != torch.float32 or self.config.precision == "float32"
             else (torch.bfloat16)
         )
-        first = self._low[0] if self._low else None
+        first = self._tiled[0] if self._tiled else None
         if first is None or first.device != W.device or first.dtype != dtype:
             XT = self.probes.to(W.device, dtype).T  # (d, V)
-            self._low = [XT[:, t : t + TILE].contiguous() for t in range(0, XT.shape[1], TILE)]
-        return self._low
+            self._tiled = [XT[:, t : t + TILE].contiguous() for t in range(0, XT.shape[1], TILE)]
+        return self._tiled
 
     def standardised(self, batch: LoraBatch) -> list[torch.Tensor]:
         """Per scanned module, z (B, V) against the fitted clean baseline."""

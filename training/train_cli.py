@@ -2,8 +2,8 @@
 
     loravet train --zoo zoos/digits --task harmful --model gl_net --seed 0 --out runs/digits-harmful-gl
     loravet train --zoo zoos/digits --task quality --model mlp --augment-gl --epochs 20 --out runs/q-mlp
-    loravet train --zoo zoos/minilm-topics --task harmful --model token_scan --epochs 1 \
-        --hparams '{"probe_source": "all-MiniLM-L6-v2/word_embeddings", "scan_modules": [...]}' --out runs/scan
+    loravet train --zoo zoos/minilm-topics --task harmful --model token_scan \
+        --settings benchmarks/experiments/e1_models_tasks.json --out runs/scan   # on clean LoRAs
     loravet train --zoo zoos/minilm-topics --task harmful --model gl_net \
         --settings benchmarks/experiments/e1_models_tasks.json --out predictors/minilm-topics-harmful-gl_net
 

@@ -256,3 +256,18 @@ def test_weights_of_another_architecture_are_refused(tmp_path, small_spec):
     (directory / CONFIG_FILE).write_text(json.dumps(doc))
     with pytest.raises(CheckpointError, match="Missing key"):
         load_predictor(directory)
+
+
+def test_predictions_and_evidence_run_without_autograd(small_spec):
+    """No graph is built while serving: every forward inside ``predict`` and ``evidence`` runs in
+    inference mode (a lost decorator once made serving build autograd graphs unnoticed)."""
+    batch = random_lora_batch(small_spec, 3, 2, seed=0)
+    seen: list[bool] = []
+    for name in ("gl_net", "token_scan"):
+        model = trained_like(name, small_spec, batch, 1)
+        model.register_forward_hook(lambda *_: seen.append(torch.is_inference_mode_enabled()))
+        predictor = Predictor(make_config(small_spec, name), model)
+        predictor.predict(batch)
+        if name == "token_scan":
+            predictor.evidence(batch)
+    assert seen == [True, True]  # token_scan's evidence reads its z without a forward pass
