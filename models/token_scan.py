@@ -173,17 +173,16 @@ class TokenScan(nn.Module):
             flats = [W[start : start + CHUNK].mT.flatten(0, 1) for W in Ws]  # each (b k_m, d)
             rows = torch.cat(flats).to(tiles[0].dtype)  # (sum b k_m, d)
             bounds = [0, *itertools.accumulate(f.shape[0] for f in flats)]
-            chunk = [torch.empty(f.shape[0] // Ws[m].shape[-1], n_probes, dtype=dtype)
-                     for m, f in enumerate(flats)]  # fmt: skip
+            chunk = [torch.empty(f.shape[0] // Ws[m].shape[-1], n_probes, dtype=dtype,
+                                 device=f.device) for m, f in enumerate(flats)]  # fmt: skip
             t = 0
             for tile in tiles:
-                P = (rows @ tile).to(dtype).square_()  # (sum b k_m, tile)
+                width = tile.shape[1]
+                P = (rows @ tile).to(dtype).square_()  # (sum b k_m, width)
                 for m, out in enumerate(chunk):
-                    part = P[bounds[m] : bounds[m + 1]]
-                    out[:, t : t + tile.shape[1]] = part.view(out.shape[0], -1, tile.shape[1]).sum(
-                        1
-                    )
-                t += tile.shape[1]
+                    part = P[bounds[m] : bounds[m + 1]].view(out.shape[0], -1, width)  # (b, k, w)
+                    out[:, t : t + width] = part.sum(1)
+                t += width
             for m, flat in enumerate(flats):
                 energies[m].append(chunk[m])  # (b, V)
                 b, k = chunk[m].shape[0], Ws[m].shape[-1]
@@ -195,11 +194,8 @@ class TokenScan(nn.Module):
         product runs in. Made once per device and dtype and kept outside the buffers, so neither
         ``.to(dtype)`` of the model nor a call ever converts 30k x 384 floats again."""
         assert self.probes is not None
-        dtype = (
-            W.dtype
-            if W.dtype != torch.float32 or self.config.precision == "float32"
-            else (torch.bfloat16)
-        )
+        low = W.dtype == torch.float32 and self.config.precision == "bfloat16"
+        dtype = torch.bfloat16 if low else W.dtype
         first = self._tiled[0] if self._tiled else None
         if first is None or first.device != W.device or first.dtype != dtype:
             XT = self.probes.to(W.device, dtype).T  # (d, V)
