@@ -70,12 +70,12 @@ def standard_splits(zoo: Zoo, model: FamilyEnsemble) -> dict[str, Any]:
     for split in ("val", "test"):
         data = load_task(zoo, split, "harmful", spec=model.spec)
         means = model.family_means(data.batch)[:, :, 0].double().numpy()  # (F, B)
+        combined = model(data.batch)[:, 0].double().numpy()  # (B,)
         y = data.y[:, 0]
         row = {f: scores(y, means[k]) for k, f in enumerate(families)}
-        row["shipped"] = scores(y, model(data.batch)[:, 0].double().numpy())
+        row["shipped"] = scores(y, combined)
         out[split] = row
         if split == "test":
-            combined = model(data.batch)[:, 0].double().numpy()
             triggers = np.array(
                 [trigger_of(zoo.rows[i]) if y[k] else "" for k, i in enumerate(data.ids)]
             )
@@ -91,9 +91,7 @@ def standard_splits(zoo: Zoo, model: FamilyEnsemble) -> dict[str, Any]:
     return out
 
 
-def evidence_on_test(
-    zoo: Zoo, model: FamilyEnsemble, scan_hparams: dict[str, Any]
-) -> dict[str, Any]:
+def evidence_on_test(zoo: Zoo, model: FamilyEnsemble) -> dict[str, Any]:
     """What a report's evidence would say on the test split: for how many clean and harmful LoRAs
     the scan shows any, and how often its first token is one of the LoRA's trigger's tokens."""
     from zoo.minilm_encoder import load_encoder
@@ -177,7 +175,7 @@ def run(zoo_dir: Path, runs: Path) -> dict[str, Any]:
         "task": "harmful",
         "scan": scan_hparams,
         "standard": standard,
-        "evidence": evidence_on_test(zoo, model, scan_hparams),
+        "evidence": evidence_on_test(zoo, model),
         "held_out": held_out(Zoo.open(zoo_dir), scan_hparams, runs),
         "note": "standard: the shipped predictor's families alone and combined, as shipped; held_out: "
         "E7's splits, GL-net seeds 0-2 (mean logit) trained there with E7's settings, the scan "
