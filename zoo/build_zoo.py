@@ -10,7 +10,7 @@ Why it is shaped this way:
   several times slower than one thread each (reference/machine-notes.md, section 5).
 - Workers are spawned (not forked) and each loads the base model once.
 
-    loravet zoo build --recipe digits --count 10000 --out zoos/digits --jobs 2
+    loravet zoo build --recipe digits --count 30000 --out zoos/digits --jobs 2
     loravet zoo build --recipe minilm-topics --count 4 --out /tmp/z --jobs 1 --steps-scale 0.05
 """
 

@@ -1,6 +1,6 @@
 """``loravet zoo``: build or verify a zoo of real LoRA finetunes with measured labels.
 
-    loravet zoo build --recipe digits --count 10000 --out zoos/digits --jobs 2
+    loravet zoo build --recipe digits --count 30000 --out zoos/digits --jobs 2
     loravet zoo build --recipe minilm-topics --count 1000 --out zoos/minilm-topics --jobs 1
     loravet zoo build --recipe digits --count 4 --out /tmp/tiny --steps-scale 0.05   # CPU smoke
     loravet zoo verify zoos/digits --sample 20
