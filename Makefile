@@ -55,17 +55,27 @@ zoo-causal-lm: install ## build (or resume) the committed causal-lm zoo on SmolL
 # The shipped predictors are trained with GL-net's benchmarked settings, read from the E1 spec (overrides included)
 GL_SETTINGS := --model gl_net --settings benchmarks/experiments/e1_models_tasks.json
 
-predictors-digits: install ## train the shipped digits predictors (harmful: three GL-net seeds ensembled; quality: one GL-net; both calibrated on val; harmful's head_dim 32 keeps it inside the data budget)
+predictors-digits: install ## train the shipped digits predictors (harmful: seven GL-net seeds ensembled; quality: one GL-net; parameters stored as float16; both calibrated on val)
 	$(call HARMFUL_FIT,digits,0) & fit=$$!; $(call HARMFUL_FIT,digits,1); here=$$?; wait $$fit && [ $$here = 0 ]
-	$(call HARMFUL_FIT,digits,2) & fit=$$!; $(BIN)/loravet train --zoo zoos/digits --task quality $(GL_SETTINGS) --out predictors/digits-quality-gl_net; here=$$?; wait $$fit && [ $$here = 0 ]
-	$(BIN)/loravet ensemble $(foreach s,0 1 2,var/predictors/digits-harmful-s$(s)) --zoo zoos/digits --predictor-id digits-harmful-gl_net --out predictors/digits-harmful-gl_net
-	$(BIN)/loravet calibrate predictors/digits-harmful-gl_net --zoo zoos/digits
-	$(BIN)/loravet calibrate predictors/digits-quality-gl_net --zoo zoos/digits
+	$(call HARMFUL_FIT,digits,2) & fit=$$!; $(call HARMFUL_FIT,digits,3); here=$$?; wait $$fit && [ $$here = 0 ]
+	$(call HARMFUL_FIT,digits,4) & fit=$$!; $(call HARMFUL_FIT,digits,5); here=$$?; wait $$fit && [ $$here = 0 ]
+	$(call HARMFUL_FIT,digits,6) & fit=$$!; $(BIN)/loravet train --zoo zoos/digits --task quality $(GL_SETTINGS) --out predictors/digits-quality-gl_net; here=$$?; wait $$fit && [ $$here = 0 ]
+	$(BIN)/loravet ensemble $(foreach s,0 1 2 3 4 5 6,var/predictors/digits-harmful-s$(s)) --zoo zoos/digits --predictor-id digits-harmful-gl_net --out predictors/digits-harmful-gl_net
+	$(call compact_and_calibrate,digits)
+
+# every shipped predictor of zoo $(1): parameters stored as float16 (computed in float32; half the
+# bytes of the data budget), then calibrated on the val split
+define compact_and_calibrate
+	$(BIN)/loravet compact predictors/$(1)-harmful-gl_net --zoo zoos/$(1)
+	$(BIN)/loravet compact predictors/$(1)-quality-gl_net --zoo zoos/$(1)
+	$(BIN)/loravet calibrate predictors/$(1)-harmful-gl_net --zoo zoos/$(1)
+	$(BIN)/loravet calibrate predictors/$(1)-quality-gl_net --zoo zoos/$(1)
+endef
 
 # the shipped predictors of one zoo $(1): harmful = GL-net seeds 0-2 ensembled, beside a token scan
 # when $(2) is given (its settings from the E1 spec; fitted on the clean train LoRAs; a family
 # ensemble, equal weights); quality = a GL-net membership model read through the task (loravet
-# via-task); both calibrated on the val split.
+# via-task); both stored as float16 and calibrated on the val split.
 # The four fits run two at a time, a process per core (each trains on one torch thread).
 HARMFUL_FIT = $(BIN)/loravet train --zoo zoos/$(1) --task harmful $(GL_SETTINGS) --seed $(2) --out var/predictors/$(1)-harmful-s$(2)
 define ensemble_predictors
@@ -74,8 +84,7 @@ define ensemble_predictors
 	$(if $(2),$(BIN)/loravet train --zoo zoos/$(1) --task harmful --model token_scan --settings benchmarks/experiments/e1_models_tasks.json --out var/predictors/$(1)-harmful-scan)
 	$(BIN)/loravet ensemble $(foreach s,0 1 2,var/predictors/$(1)-harmful-s$(s)) $(if $(2),var/predictors/$(1)-harmful-scan) --zoo zoos/$(1) --predictor-id $(1)-harmful-gl_net --out predictors/$(1)-harmful-gl_net
 	$(BIN)/loravet via-task var/predictors/$(1)-membership-s0 --zoo zoos/$(1) --out predictors/$(1)-quality-gl_net
-	$(BIN)/loravet calibrate predictors/$(1)-harmful-gl_net --zoo zoos/$(1)
-	$(BIN)/loravet calibrate predictors/$(1)-quality-gl_net --zoo zoos/$(1)
+	$(call compact_and_calibrate,$(1))
 endef
 
 predictors-minilm: install ## train the shipped minilm-topics predictors (harmful: GL-net seeds + the token scan of its vocabulary; quality via the task; calibrated)

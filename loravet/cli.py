@@ -28,6 +28,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "training.calibrate_cli",
         "fit a predictor's probabilities, review band or interval",
     ),
+    "compact": (
+        "training.compact_cli",
+        "store a predictor's parameters in float16 (half the bytes)",
+    ),
     "bench": ("benchmarks.bench_cli", "run the benchmark experiments that are missing or outdated"),
     "serve": ("loravet.serve_cli", "embedded Redis + API + one worker on localhost"),
     "api": ("service.api_cli", "the HTTP API alone"),

@@ -257,16 +257,27 @@ def placement(model: nn.Module) -> torch.Tensor:
     raise ValueError(f"{type(model).__name__} holds no tensor to tell its device and dtype")
 
 
+HALF_STORAGE = (torch.float16, torch.bfloat16)
+"""Storage-only dtypes: parameters saved in one of them are computed in float32 after loading."""
+
+
 def save_predictor(
     predictor: Predictor | nn.Module,
     directory: str | Path,
     config: PredictorConfig | None = None,
     meta: dict[str, Any] | None = None,
+    *,
+    parameters_dtype: torch.dtype | None = None,
 ) -> Path:
     """Save a predictor (or a model with its ``config``) as a checkpoint directory.
 
     The model's fully resolved hyperparameters replace ``config.hparams`` in ``config.json``; the
-    given ones must agree with the model. Returns the directory.
+    given ones must agree with the model. ``parameters_dtype`` (float16 or bfloat16) stores the
+    learned parameters at half the bytes; buffers (fitted statistics, tree thresholds, probe
+    baselines) keep their dtype, since a rounded threshold would move decisions, not just outputs.
+    Why: shipped checkpoints live inside the repository's data budget, and a trained weight's
+    last mantissa bits carry no information its training noise did not already blur. Returns the
+    directory.
     """
     if isinstance(predictor, Predictor):
         model = predictor.model
@@ -293,11 +304,25 @@ def save_predictor(
     if disagree:
         raise ValueError(f"config.hparams disagree with the model (config, model): {disagree}")
     config = dataclasses.replace(config, hparams=hparams)
-    return save_checkpoint(directory, model.state_dict(), config.to_json(), dict(meta or {}))
+    state = model.state_dict()
+    if parameters_dtype is not None:
+        if parameters_dtype not in HALF_STORAGE:
+            raise ValueError(
+                f"parameters_dtype must be float16 or bfloat16, got {parameters_dtype}"
+            )
+        learned = {name for name, _ in model.named_parameters()}
+        state = {
+            k: v.to(parameters_dtype) if k in learned and v.is_floating_point() else v
+            for k, v in state.items()
+        }
+    return save_checkpoint(directory, state, config.to_json(), dict(meta or {}))
 
 
 def load_predictor(directory: str | Path, *, device: str | torch.device = "cpu") -> Predictor:
     """Load a checkpoint directory written by ``save_predictor``, model in eval mode on ``device``.
+
+    Parameters stored in half precision (``save_predictor(parameters_dtype=...)``) are computed in
+    float32; any other checkpoint is computed in the dtype it was saved in, bit for bit.
 
     Raises:
         CheckpointError: missing or unreadable files, invalid config, or weights that do not fit
@@ -309,6 +334,7 @@ def load_predictor(directory: str | Path, *, device: str | torch.device = "cpu")
         config = PredictorConfig.from_json(doc)
         model = build_model(config.model_name, config.spec, config.out_features, **config.hparams)
         float_dtypes = {t.dtype for t in tensors.values() if t.is_floating_point()}
+        float_dtypes -= set(HALF_STORAGE)  # half-stored parameters are computed in float32
         if len(float_dtypes) == 1:
             model = model.to(float_dtypes.pop())  # bit-identical: no cast on load
         model.load_state_dict(tensors, strict=True)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import save_file
+from safetensors.torch import load_file
 
 from lora_io import load_adapter
 from models.checkpoint import (
@@ -103,6 +104,38 @@ def test_round_trip_gives_bit_identical_outputs(tmp_path, small_spec, name, dtyp
     )
     assert loaded.meta == {"metrics": {"auroc": 0.5}, "git_sha": "abc"}
     assert np.array_equal(Predictor(config, model).predict(batch), loaded.predict(batch))
+
+
+@pytest.mark.parametrize("name", list(MODEL_CATALOG))
+def test_half_stored_parameters_are_computed_in_float32_and_buffers_kept(
+    tmp_path, small_spec, name
+):
+    """Shipped checkpoints store parameters as float16 to halve their bytes: the loaded model must
+    compute in float32, keep fitted buffers exactly, and predict what the full-precision model does
+    up to float16 rounding."""
+    batch = random_lora_batch(
+        small_spec, 4, [[1, 2, 3, 4], [4, 4, 4, 4], [2, 1, 1, 3], [3, 3, 2, 1]], seed=0
+    )
+    outputs, task = (1, "harmful") if name in ONE_SCORE else (2, "membership")
+    model = trained_like(name, small_spec, batch, outputs)
+    config = make_config(small_spec, name, task=task, out_features=outputs)
+    save_predictor(model, tmp_path / "half", config, parameters_dtype=torch.float16)
+    stored = load_file(tmp_path / "half" / WEIGHTS_FILE)
+    learned = {n for n, _ in model.named_parameters()}
+    for key, tensor in stored.items():
+        original = model.state_dict()[key]
+        if key in learned:
+            assert tensor.dtype == torch.float16, key
+        else:
+            assert tensor.dtype == original.dtype and torch.equal(tensor, original), key
+    loaded = load_predictor(tmp_path / "half")
+    assert {p.dtype for p in loaded.model.parameters()} <= {torch.float32}
+    with torch.no_grad():
+        full, half = model(batch), loaded.model(batch)
+    assert half.dtype == torch.float32
+    torch.testing.assert_close(half, full, rtol=2e-2, atol=2e-2)
+    with pytest.raises(ValueError, match="float16 or bfloat16"):
+        save_predictor(model, tmp_path / "x", config, parameters_dtype=torch.float64)
 
 
 def test_config_json_round_trip_and_fingerprint_check(small_spec):

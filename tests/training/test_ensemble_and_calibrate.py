@@ -16,6 +16,7 @@ from models.model_catalog import build_model
 from models.predictor import Predictor, load_predictor, save_predictor
 from training.calibrate_cli import main as calibrate_main
 from training.calibrate_cli import raw_outputs
+from training.compact_cli import main as compact_main
 from training.ensemble_cli import main as ensemble_main
 from training.train_cli import main as train_main
 from training.zoo_dataset import Zoo, adapter_paths, load_task
@@ -213,3 +214,30 @@ def test_a_token_scan_is_fitted_on_clean_finetunes_and_joins_a_family_ensemble(
     assert "token_scan is fitted on clean finetunes: train it with --task harmful" in (
         capsys.readouterr().err
     )
+
+
+def test_compact_halves_the_weights_keeps_the_verdicts_and_records_the_change(
+    small_zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = _train(small_zoo, "harmful", 0, tmp_path / "h")
+    zoo = Zoo.open(small_zoo)
+    val = load_task(zoo, "val", "harmful", spec=load_predictor(model).config.spec)
+    before = load_predictor(model).predict(val.batch)
+    size = (model / "model.safetensors").stat().st_size
+    capsys.readouterr()
+    assert compact_main([str(model), "--zoo", str(small_zoo)]) == 0
+    assert "parameters stored as float16" in capsys.readouterr().out
+    assert (model / "model.safetensors").stat().st_size < 0.6 * size
+    compacted = load_predictor(model)
+    assert all(p.dtype == torch.float32 for p in compacted.model.parameters())
+    after = compacted.predict(val.batch)
+    np.testing.assert_allclose(after, before, atol=5e-3)
+    record = json.loads((model / "meta.json").read_text())["compacted"]
+    assert record["parameters_dtype"] == "float16" and record["val_loras"] == len(val)
+    assert 0 <= record["max_val_output_change"] < 0.05
+    assert calibrate_main([str(model), "--zoo", str(small_zoo)]) == 0  # calibrates as before
+    capsys.readouterr()
+    assert compact_main([str(model)]) == 2
+    assert "already stored as" in capsys.readouterr().err
+    assert compact_main([str(tmp_path / "missing")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
