@@ -88,16 +88,26 @@ def _record(cal: Calibration, zoo_dir: Path, max_fpr: float, max_miss: float) ->
     }
 
 
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write ``doc`` under a temporary name and rename it, so a reader never sees half a file."""
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    os.replace(tmp, path)
+
+
+def update_meta(directory: Path, meta_update: dict[str, Any]) -> None:
+    """Extend a checkpoint's ``meta.json`` with ``meta_update`` (its weights and config untouched)."""
+    meta = json.loads((directory / META_FILE).read_text())
+    meta.update(meta_update)
+    _write_json(directory / META_FILE, meta)
+
+
 def _rewrite(directory: Path, config: dict[str, Any], meta_update: dict[str, Any]) -> None:
     """Replace ``config.json`` (same layout as ``save_checkpoint``) and extend ``meta.json``."""
     from models.checkpoint import CHECKPOINT_FORMAT
 
-    meta = json.loads((directory / META_FILE).read_text())
-    meta.update(meta_update)
-    for name, doc in ((META_FILE, meta), (CONFIG_FILE, {**config, "format": CHECKPOINT_FORMAT})):
-        tmp = directory / f".{name}.tmp"
-        tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, allow_nan=False) + "\n")
-        os.replace(tmp, directory / name)
+    update_meta(directory, meta_update)
+    _write_json(directory / CONFIG_FILE, {**config, "format": CHECKPOINT_FORMAT})
 
 
 def main(argv: list[str] | None = None) -> int:

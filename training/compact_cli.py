@@ -14,7 +14,6 @@ quality-map thresholds) are kept as they are. With ``--zoo`` the largest change 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,9 @@ import numpy as np
 import torch
 
 from core.cli_support import Parser, fail
-from models.checkpoint import META_FILE, WEIGHTS_FILE, CheckpointError
+from models.checkpoint import WEIGHTS_FILE, CheckpointError, load_checkpoint
 from models.predictor import HALF_STORAGE, load_predictor, save_predictor
-from training.calibrate_cli import raw_outputs
+from training.calibrate_cli import raw_outputs, update_meta
 from training.zoo_dataset import Zoo, ZooError
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -57,19 +56,12 @@ def compact(directory: Path, dtype: torch.dtype, zoo_dir: Path | None = None) ->
         after = raw_outputs(load_predictor(directory), zoo, "val")[0]
         record["max_val_output_change"] = float(np.max(np.abs(after - before)))
         record["val_loras"] = len(after)
-    meta_path = directory / META_FILE
-    meta = json.loads(meta_path.read_text())
-    meta["compacted"] = record
-    tmp = directory / f".{META_FILE}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True, allow_nan=False) + "\n")
-    tmp.replace(meta_path)
+    update_meta(directory, {"compacted": record})
     return record
 
 
 def _stored_parameters(directory: Path, predictor: Any) -> list[torch.Tensor]:
     """The stored tensors of the predictor's learned parameters (not its buffers)."""
-    from models.checkpoint import load_checkpoint
-
     tensors = load_checkpoint(directory)[0]
     names = {name for name, _ in predictor.model.named_parameters()}
     return [t for name, t in tensors.items() if name in names]
